@@ -1,0 +1,46 @@
+"""Amortized diagonal-Gaussian guides for the VAE family."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppvae.models.vae import VAEConfig, site_names
+from ppvae.nn import GaussianNet
+
+
+class GaussianEncoder(nn.Module):
+    """Amortized guide, bottom-up through the stochastic layers::
+
+        z_1 ~ q(z_1 | x)     = N(mu_1(x), diag sigma_1(x)^2)
+        z_l ~ q(z_l | z_l-1) = N(mu_l(z_{l-1}), diag sigma_l(z_{l-1})^2)     l = 2, ..., L
+
+    mirroring the decoder's widths (Burda et al. 2016, appendix). Its ``forward(x)`` is the Pyro
+    program; ``encode(x)`` returns the mean of q(z_1 | x).
+
+    References:
+      Kingma & Welling (2014), Auto-Encoding Variational Bayes.
+      Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders.
+    """
+
+    def __init__(self, x_dim: int, config: VAEConfig | None = None):
+        super().__init__()
+        self.config = config = config or VAEConfig()
+        self.names = site_names(len(config.z_dims))
+        ins = (int(x_dim), *config.z_dims[:-1])
+        self.layers = nn.ModuleList(
+            GaussianNet(i, h, z, config.activation) for i, h, z in zip(ins, config.hidden, config.z_dims)
+        )
+
+    def forward(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            h = x
+            for name, layer in zip(self.names, self.layers):
+                h = pyro.sample(name, dist.Normal(*layer(h)).to_event(1))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of q(z_1 | x), shape (B, z_dims[0])."""
+        return self.layers[0](x)[0]

@@ -1,0 +1,74 @@
+"""Analysis of a trained pair: reconstructions, samples, posterior means and active units.
+
+All of these read a pair through Pyro traces, so they work for any model/guide that follows the
+convention, not only ppvae's families.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import torch
+from pyro import poutine
+
+from ppvae.traces import _sample_sites
+
+OBS = "x"
+
+
+@torch.no_grad()
+def reconstruct(model: Callable, guide: Callable, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """Mean of p(x | z) at one z ~ q(z | x): the pair's reconstruction of each row, shape (N, D)."""
+    guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
+    return model_tr.nodes[OBS]["fn"].mean
+
+
+@torch.no_grad()
+def sample(model: Callable, num_samples: int, x_dim: int, *args, mean: bool = True, device="cpu", **kwargs) -> torch.Tensor:
+    """Draws from the model's prior predictive, shape (num_samples, x_dim).
+
+    The observed site is un-conditioned (``poutine.uncondition``), so any model written as
+    ``model(x)`` can generate: ``x`` only fixes the batch size. ``mean=True`` returns the mean of
+    p(x | z) (pixel probabilities: smoother pictures) instead of a draw from it.
+    """
+    dummy = torch.zeros(num_samples, x_dim, device=device)
+    tr = poutine.trace(poutine.uncondition(model)).get_trace(dummy, *args, **kwargs)
+    site = tr.nodes[OBS]
+    return site["fn"].mean if mean else site["value"]
+
+
+@torch.no_grad()
+def posterior_means(guide: Callable, x: torch.Tensor, *args, num_particles: int = 100, **kwargs) -> dict[str, torch.Tensor]:
+    """E_q[z | x] for every latent site of the guide, shape (N, d) each.
+
+    Uses each site's distribution mean, averaged over ``num_particles`` draws of the sites before
+    it (exact for the first layer; for deeper layers a Monte Carlo average of exact conditional
+    means, whose noise is far below the active-unit threshold).
+    """
+    with pyro.plate("_ppvae_particles", num_particles, dim=-2):
+        tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
+    out = {}
+    for name, site in _sample_sites(tr).items():
+        m = site["fn"].mean
+        m = m.expand(site["value"].shape)
+        out[name] = m.mean(0) if m.dim() == 3 else m
+    return out
+
+
+@torch.no_grad()
+def active_units(guide: Callable, x: torch.Tensor, *args, threshold: float = 1e-2, batch_size: int = 500, **kwargs) -> dict[str, dict]:
+    """Burda et al.'s active units: latent dimension u is active if Cov_x(E_q[u | x]) > threshold.
+
+    Returns, per latent site, ``{"active": int, "total": int, "variances": list[float]}``.
+    """
+    means: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, x.shape[0], batch_size):
+        for name, m in posterior_means(guide, x[start : start + batch_size], *args, **kwargs).items():
+            means.setdefault(name, []).append(m)
+    report = {}
+    for name, ms in means.items():
+        var = torch.cat(ms, 0).var(0, unbiased=False)
+        report[name] = {"active": int((var > threshold).sum()), "total": int(var.numel()), "variances": var.tolist()}
+    return report

@@ -1,0 +1,56 @@
+"""Neural-network building blocks shared by the model and guide families."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ppvae.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "tanh") -> nn.Sequential:
+    """in_dim -> hidden[0] -> ... -> hidden[-1] -> out_dim, ``act`` between layers, linear output."""
+    sizes = [int(in_dim), *map(int, hidden), int(out_dim)]
+    if any(s <= 0 for s in sizes):
+        raise ConfigError(f"layer sizes must be positive, got {sizes}")
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(a, b), activation(act)]
+    layers.append(nn.Linear(sizes[-2], sizes[-1]))
+    return nn.Sequential(*layers)
+
+
+class GaussianNet(nn.Module):
+    """An MLP that outputs the location and scale of a diagonal Gaussian.
+
+    The scale is ``softplus(.) + min_scale``: softplus keeps gradients alive for small scales (exp
+    overflows for large pre-activations), and the floor stops a learned-variance Gaussian from
+    collapsing onto a datapoint and sending the likelihood to infinity.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "tanh", min_scale: float = 0.0):
+        super().__init__()
+        self.net = mlp(in_dim, hidden, 2 * out_dim, act)
+        self.min_scale = float(min_scale)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = self.net(h).chunk(2, dim=-1)
+        return loc, F.softplus(raw) + self.min_scale

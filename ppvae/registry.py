@@ -1,0 +1,55 @@
+"""The model families: one line each. Tests parametrized over ``FAMILIES`` pick a new one up.
+
+A family is a config dataclass and a function building ``(model, guide)`` for a data dimension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ppvae.errors import ConfigError
+from ppvae.guides.vae import GaussianEncoder
+from ppvae.models.vae import VAE, VAEConfig
+
+
+@dataclass(frozen=True)
+class Family:
+    config: type
+    build: Callable[[int, Any], tuple[Any, Any]]  # (x_dim, config) -> (model, guide)
+    description: str
+
+
+FAMILIES: dict[str, Family] = {
+    "vae": Family(VAEConfig, lambda d, c: (VAE(d, c), GaussianEncoder(d, c)), "VAE / IWAE pair, 1 or 2 stochastic layers (Kingma & Welling 2014; Burda et al. 2016)"),
+}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        close = difflib.get_close_matches(name, FAMILIES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(FAMILIES)} (see `ppvae list`).{hint}")
+    return FAMILIES[name]
+
+
+def make_config(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The family's config dataclass built from ``options``; unknown keys are an error."""
+    family = get_family(name)
+    fields = {f.name for f in dataclasses.fields(family.config)}
+    unknown = set(options or {}) - fields
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option(s) {sorted(unknown)}; its options: {sorted(fields)}")
+    try:
+        return family.config(**(options or {}))
+    except TypeError as e:
+        raise ConfigError(f"bad options for model {name!r}: {e}") from e
+
+
+def build(name: str, x_dim: int, options: dict[str, Any] | None = None):
+    """``(model, guide, config)`` of family ``name`` for data of dimension ``x_dim``."""
+    config = make_config(name, options)
+    model, guide = get_family(name).build(int(x_dim), config)
+    return model, guide, config
