@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 from pathlib import Path
 
@@ -182,6 +183,19 @@ def test_batches_cover_every_index_once():
         d.split("training")
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_on_cuda_match_cpu():
+    d = load_dataset("digits")
+    cpu = list(d.batches("train", 256, generator=torch.Generator().manual_seed(3)))
+    gpu = list(d.batches("train", 256, generator=torch.Generator().manual_seed(3), device="cuda"))
+    assert all(i.is_cuda and x.is_cuda for i, x in gpu)
+    assert all(
+        torch.equal(a.cpu(), b) and torch.equal(x.cpu(), y)
+        for (a, x), (b, y) in zip(gpu, cpu, strict=True)
+    )
+
+
 def test_valid_size_zero(root):
     d = load_dataset("digits", valid_size=0)
     assert (len(d), d.valid.shape) == (1597, (0, 64)) and list(d.batches("valid", 10)) == []
@@ -238,6 +252,11 @@ def test_missing_file_messages(root, tmp_path, monkeypatch, no_env):
     with pytest.raises(DataNotFoundError, match=r"default.*PPVAE_DATA") as e:
         load_dataset("binarized-mnist")
     assert str(no_env / ".cache" / "ppvae") in str(e.value)
+
+
+def test_missing_file_points_at_the_right_root(root):
+    with pytest.raises(DataNotFoundError, match=re.escape(f"exists under {root};")):
+        load_dataset("mnist", root / "MNIST")
 
 
 def test_unknown_dataset_name():

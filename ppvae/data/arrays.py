@@ -121,16 +121,15 @@ def from_array(
     )
 
 
+# Options that make sense for a pre-split .npz (no test_fraction: the file fixes the test set).
+_NPZ_SPLIT_OPTIONS = set(
+    ["name", "likelihood", "image_shape", "seed", "dynamic_binarization", "valid_fraction"]
+)
+
+
 def _from_splits(name: str, a: Mapping[str, np.ndarray], kwargs: dict[str, Any]) -> Dataset:
     """An ``.npz`` holding x_train / x_test (optional x_valid, y_*): keep its split."""
-    unknown = set(kwargs) - {
-        "likelihood",
-        "image_shape",
-        "seed",
-        "dynamic_binarization",
-        "valid_fraction",
-        "name",
-    }
+    unknown = set(kwargs) - _NPZ_SPLIT_OPTIONS
     if unknown:
         raise ConfigError(
             f"load_file: unexpected option(s) {sorted(unknown)} for a pre-split .npz."

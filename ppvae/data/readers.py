@@ -34,10 +34,16 @@ def find_file(
         if path.is_file():
             return path
     tried = ", ".join(str(root / rel) for rel in candidates)
+    hint = ""
+    # A common slip is to pass the dataset's own folder (".../MNIST") instead of the data root.
+    for parent in list(root.parents)[:2]:
+        if any((parent / rel).is_file() for rel in candidates):
+            hint = f" Note: it exists under {parent}; pass that folder as the root."
+            break
     raise DataNotFoundError(
         f"{dataset}: file {candidates[0]!r} not found under the data root {root} "
-        f"({root_source}). Looked for: {tried}. To get it: {how_to_get} Or set PPVAE_DATA / "
-        f"pass root= to a folder that holds {candidates[0]}."
+        f"({root_source}). Looked for: {tried}.{hint} To get it: {how_to_get} Or set PPVAE_DATA "
+        f"/ pass root= to a folder that holds {candidates[0]}."
     )
 
 

@@ -24,8 +24,9 @@ def refuse_download(name: str, download: bool, where: str) -> None:
     if download:
         raise ConfigError(
             f"{name} cannot be downloaded automatically (torchvision does not provide it). "
-            f"Get {where} Provenance of the staged copy: shared/datasets/README.md. Then load it "
-            f"without download=True, with root= / PPVAE_DATA pointing at the folder that holds it."
+            f"Get {where} (Sources and recipes of the staged copies: shared/datasets/README.md.) "
+            f"Load it without download=True, with root= / PPVAE_DATA pointing at the folder that "
+            f"holds it."
         )
 
 
@@ -80,7 +81,7 @@ _OMNIGLOT = "Omniglot/omniglot_28x28_rebuild.npz"
 _OMNIGLOT_WHERE = (
     "the original images (images_background.zip and images_evaluation.zip of "
     "https://github.com/brendenlake/omniglot) and rebuild omniglot_28x28_rebuild.npz from them "
-    "with the recipe in shared/datasets/README.md."
+    "(inverted, Lanczos-resized to 28x28)."
 )
 
 
