@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ppvae.errors import ConfigError
 from ppvae.guides.vae import GaussianEncoder
+from ppvae.models.iop import IOPConfig, IOPVAE
 from ppvae.models.vae import VAE, VAEConfig
 
 
@@ -24,6 +25,7 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "vae": Family(VAEConfig, lambda d, c: (VAE(d, c), GaussianEncoder(d, c)), "VAE / IWAE pair, 1 or 2 stochastic layers (Kingma & Welling 2014; Burda et al. 2016)"),
+    "iop": Family(IOPConfig, lambda d, c: (IOPVAE(d, c), GaussianEncoder(d, c)), "VAE with implicit optimal prior: N(0,I) prior corrected by a density-ratio net T(z) (Takahashi et al. 2019)"),
 }
 
 

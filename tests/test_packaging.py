@@ -1,0 +1,23 @@
+"""ppvae.models / ppvae.guides are installed under the ppvae namespace (setuptools package-dir)."""
+
+import subprocess
+import sys
+
+
+def test_import_from_outside_the_checkout(tmp_path):
+    code = (
+        "import ppvae, ppvae.models, ppvae.guides, ppvae.models.vae, ppvae.guides.vae, pathlib;"
+        "import sys; assert 'models' not in sys.modules and 'guides' not in sys.modules;"
+        "print(pathlib.Path(ppvae.models.__file__).parent.name, pathlib.Path(ppvae.guides.__file__).parent.name)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["models", "guides"]
+
+
+def test_console_script_is_installed():
+    import shutil
+
+    exe = shutil.which("ppvae") or str(__import__("pathlib").Path(sys.executable).parent / "ppvae")
+    r = subprocess.run([exe, "list"], capture_output=True, text=True)
+    assert r.returncode == 0 and "vae" in r.stdout
