@@ -113,7 +113,8 @@ def cmd_train(args) -> int:
     result = fit(model, guide, data, config, out_dir=out, resume=args.resume, meta=meta,
                  callbacks=[lambda m: print(_epoch_line(m), flush=True)] if args.no_progress else [])
     last = result.history[-1] if result.history else {}
-    print(_epoch_line(last) if last else "nothing to train (already at --epochs)")
+    if not args.no_progress or not last:  # with --no-progress each epoch was printed already
+        print(_epoch_line(last) if last else "nothing to train (already at --epochs)")
     save_training_curves(result.history, out / "training_curves.png")
     x = sample(model, 64, data.x_dim, device=resolve_device(args.device))
     save_image_grid(x, data.image_shape, out / "samples.png", upscale=_upscale(data.image_shape))
