@@ -100,9 +100,14 @@ class VAE(nn.Module):
         loc, raw = h.chunk(2, dim=-1)
         return dist.Normal(loc, nn.functional.softplus(raw) + self.config.min_scale).to_event(1)
 
+    def prior(self) -> dist.TorchDistribution:
+        """p(z_L), the top layer's prior; the hook learned-prior families override."""
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prior = self.prior()  # built once per call, outside the plate: shared by all datapoints
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample(self.names[-1], dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
+            z = pyro.sample(self.names[-1], prior)
             for name, conditional in zip(reversed(self.names[:-1]), reversed(self.conditionals)):
                 z = pyro.sample(name, dist.Normal(*conditional(z)).to_event(1))
             return pyro.sample("x", self.likelihood(z), obs=x)

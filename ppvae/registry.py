@@ -13,7 +13,9 @@ from typing import Any, Callable
 from ppvae.errors import ConfigError
 from ppvae.guides.vae import GaussianEncoder
 from ppvae.models.iop import IOPConfig, IOPVAE
+from ppvae.models.mog_prior import MoGPriorConfig, MoGPriorVAE
 from ppvae.models.vae import VAE, VAEConfig
+from ppvae.models.vampprior import VampPriorConfig, vampprior_pair
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "vae": Family(VAEConfig, lambda d, c: (VAE(d, c), GaussianEncoder(d, c)), "VAE / IWAE pair, 1 or 2 stochastic layers (Kingma & Welling 2014; Burda et al. 2016)"),
+    "vampprior": Family(VampPriorConfig, vampprior_pair, "VAE with a VampPrior: mixture of the encoder's posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"),
+    "mog-prior": Family(MoGPriorConfig, lambda d, c: (MoGPriorVAE(d, c), GaussianEncoder(d, c)), "VAE with a learned mixture-of-Gaussians prior, the VampPrior paper's baseline (Tomczak & Welling 2018)"),
     "iop": Family(IOPConfig, lambda d, c: (IOPVAE(d, c), GaussianEncoder(d, c)), "VAE with implicit optimal prior: N(0,I) prior corrected by a density-ratio net T(z) (Takahashi et al. 2019)"),
 }
 

@@ -1,0 +1,229 @@
+"""The learned-prior families: VampPrior (mixture of the shared encoder's posteriors at learned
+pseudo-inputs) and the learned mixture-of-Gaussians prior."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from pyro import poutine
+
+import ppvae
+from ppvae.errors import ConfigError
+from ppvae.guides.vae import GaussianEncoder
+from ppvae.models.mog_prior import MoGPriorConfig, MoGPriorVAE
+from ppvae.models.vampprior import VampPriorConfig, VampPriorVAE
+from ppvae.objectives import get_objective
+from ppvae.traces import trace_pair
+from ppvae.train import parameters_of
+
+SMALL = {
+    "vampprior": {"z_dims": (3,), "hidden": ((16,),), "num_pseudo_inputs": 7},
+    "mog-prior": {"z_dims": (3,), "hidden": ((16,),), "num_components": 4},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return ppvae.load_dataset("digits")
+
+
+def small_pair(name: str, seed: int = 0, **options):
+    torch.manual_seed(seed)
+    model, guide, _ = ppvae.build(name, 64, {**SMALL[name], **options})
+    return model, guide
+
+
+def hand_mixture(z: torch.Tensor, log_weights: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """log sum_k w_k N(z; locs[k], diag scales[k]^2), one explicit Normal per component."""
+    per_component = [
+        log_weights[k] + torch.distributions.Normal(locs[k], scales[k]).log_prob(z).sum(-1) for k in range(locs.shape[0])
+    ]
+    return torch.logsumexp(torch.stack(per_component, -1), -1)
+
+
+def vamp_components(model: VampPriorVAE, guide) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(z | u_k) read from a trace of the *guide* at the clamped pseudo-inputs."""
+    u = model.pseudo_inputs.clamp(0.0, 1.0)
+    fn = poutine.trace(guide).get_trace(u).nodes["z"]["fn"]
+    return fn.base_dist.loc, fn.base_dist.scale
+
+
+# --- densities --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_vampprior_density_is_the_mixture_of_guide_posteriors_at_pseudo_inputs():
+    model, guide = small_pair("vampprior")
+    model.pseudo_inputs[:2, :5] = torch.tensor([-0.7, 1.6, 0.3, 2.0, -3.0])  # outside [0, 1]: clipped
+    locs, scales = vamp_components(model, guide)
+    k = model.config.num_pseudo_inputs
+    log_w = torch.full((k,), -math.log(k))
+    for shape in [(5, 3), (4, 5, 3)]:  # a batch, and a batch under a particle plate
+        z = torch.randn(shape) * 2
+        torch.testing.assert_close(model.prior().log_prob(z), hand_mixture(z, log_w, locs, scales))
+
+    # and the model's "z" site as ppvae scores it, under a particle plate of 6 samples
+    x = torch.rand(5, 64).round()
+    tr = trace_pair(model, guide, x, num_particles=6)
+    z = tr.model_sites["z"].value
+    assert z.shape == (6, 5, 3)
+    torch.testing.assert_close(tr.model_sites["z"].log_prob, hand_mixture(z, log_w, locs, scales))
+
+
+@torch.no_grad()
+def test_mog_prior_density_is_the_weighted_gaussian_mixture():
+    model, guide = small_pair("mog-prior")
+    model.mixture_logits.copy_(torch.randn(4))
+    model.component_raw_scales.copy_(torch.randn(4, 3))
+    log_w = torch.log_softmax(model.mixture_logits, 0)
+    locs, scales = model.component_locs, torch.nn.functional.softplus(model.component_raw_scales)
+    for shape in [(5, 3), (4, 5, 3)]:
+        z = torch.randn(shape) * 2
+        torch.testing.assert_close(model.prior().log_prob(z), hand_mixture(z, log_w, locs, scales))
+    tr = trace_pair(model, guide, torch.rand(5, 64).round(), num_particles=6)
+    z = tr.model_sites["z"].value
+    torch.testing.assert_close(tr.model_sites["z"].log_prob, hand_mixture(z, log_w, locs, scales))
+
+
+@torch.no_grad()
+def test_mog_prior_sits_on_the_top_layer_of_a_two_layer_model():
+    torch.manual_seed(0)
+    config = MoGPriorConfig(stochastic_layers=2, z_dims=(4, 2), hidden=((16,), (8,)), num_components=3)
+    model = MoGPriorVAE(64, config)
+    guide = GaussianEncoder(64, config)
+    tr = trace_pair(model, guide, torch.rand(5, 64).round(), num_particles=2)
+    z2 = tr.model_sites["z2"].value
+    log_w = torch.log_softmax(model.mixture_logits, 0)
+    scales = torch.nn.functional.softplus(model.component_raw_scales)
+    torch.testing.assert_close(tr.model_sites["z2"].log_prob, hand_mixture(z2, log_w, model.component_locs, scales))
+
+
+def test_config_defaults_and_errors():
+    c = VampPriorConfig()
+    assert (c.z_dims, c.hidden, c.num_pseudo_inputs) == ((40,), ((300, 300),), 500)  # the paper's
+    assert (MoGPriorConfig().z_dims, MoGPriorConfig().num_components) == ((40,), 10)
+    assert MoGPriorConfig(stochastic_layers=2).z_dims == (100, 50)  # IWAE's two-layer architecture
+    with pytest.raises(ConfigError, match="one stochastic layer"):
+        VampPriorConfig(stochastic_layers=2)
+    with pytest.raises(ConfigError, match="one stochastic layer"):
+        VampPriorConfig(z_dims=(10, 5), hidden=((8,), (8,)))
+    with pytest.raises(ConfigError, match="num_pseudo_inputs"):
+        VampPriorConfig(num_pseudo_inputs=0)
+    with pytest.raises(ConfigError, match="num_components"):
+        MoGPriorConfig(num_components=0)
+
+
+# --- sharing and training ---------------------------------------------------------------------
+
+
+def test_the_encoder_is_one_object_with_one_optimizer_entry(digits, tmp_path):
+    model, guide = small_pair("vampprior")
+    assert model.encoder is guide.layers[0]
+    params = parameters_of(model, guide, digits.train[:10])
+    unique = {id(p) for p in [*model.parameters(), *guide.parameters()]}
+    assert len(params) == len(unique) == len({id(p) for p in params})
+    for p in model.encoder.parameters():
+        assert sum(q is p for q in params) == 1
+
+    ppvae.fit(model, guide, digits, epochs=1, batch_size=500, progress=False, out_dir=tmp_path)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    optimizer = ckpt["optimizer"]
+    assert len(optimizer["param_groups"][0]["params"]) == len(unique)
+    assert len(optimizer["state"]) == len(unique)  # one Adam state each, the encoder's included
+
+
+@pytest.mark.parametrize("name", ["vampprior", "mog-prior"])
+def test_every_parameter_moves(name, digits):
+    model, guide = small_pair(name)
+    before = {f"{who}.{n}": p.detach().clone() for who, m in (("model", model), ("guide", guide)) for n, p in m.named_parameters()}
+    if name == "vampprior":
+        assert any(k.startswith("model.pseudo_inputs") for k in before)
+        assert any(k.startswith("model.encoder.") for k in before)
+    ppvae.fit(model, guide, digits, epochs=1, batch_size=100, progress=False)
+    after = {f"{who}.{n}": p for who, m in (("model", model), ("guide", guide)) for n, p in m.named_parameters()}
+    frozen = [n for n in before if torch.equal(before[n], after[n])]
+    assert not frozen, f"parameters that never trained: {frozen}"
+
+
+def test_the_prior_trains_the_shared_encoder():
+    model, guide = small_pair("vampprior")
+    model.prior().log_prob(torch.randn(8, 3)).sum().backward()  # the prior term alone
+    assert model.pseudo_inputs.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in guide.layers[0].parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("name", ["vampprior", "mog-prior"])
+def test_log_likelihood_is_finite_and_above_the_elbo(name, digits):
+    model, guide = small_pair(name)
+    ppvae.fit(model, guide, digits, epochs=2, batch_size=100, progress=False)
+    x = digits.test[:20]
+    torch.manual_seed(1)
+    log_px = ppvae.log_likelihood(model, guide, x, num_samples=500)
+    assert log_px.shape == (20,) and torch.isfinite(log_px).all()
+    with torch.no_grad():
+        elbo = get_objective("elbo", 500).bound(model, guide, x)  # the ELBO's mean over 500 draws
+    assert (log_px > elbo).all()  # Jensen: the importance estimate sits above the ELBO
+    samples = ppvae.sample(model, 6, 64)
+    assert samples.shape == (6, 64) and ((samples >= 0) & (samples <= 1)).all()
+
+
+@pytest.mark.parametrize("objective,k", [("elbo", 1), ("elbo-analytic", 1), ("iwae", 3)])
+def test_registry_pair_trains_with_each_objective(objective, k, digits):
+    model, guide = small_pair("vampprior")
+    result = ppvae.fit(model, guide, digits, epochs=2, batch_size=100, objective=objective, num_particles=k, progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
+    assert math.isfinite(result.best_valid)
+
+
+def test_analytic_elbo_falls_back_to_monte_carlo_for_a_mixture_prior(digits):
+    model, guide = small_pair("vampprior")
+    x = digits.train[:50].bernoulli(generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for name in ("elbo", "elbo-analytic"):
+        torch.manual_seed(3)
+        losses[name] = get_objective(name).loss(model, guide, x, num_data=1000)
+    torch.testing.assert_close(losses["elbo-analytic"], losses["elbo"], rtol=0, atol=0)
+
+    # whole runs too, from identical starting pairs (deep-copied together: the sharing survives)
+    runs = {}
+    for name in ("elbo", "elbo-analytic"):
+        m, g = copy.deepcopy((model, guide))
+        assert m.encoder is g.layers[0]
+        runs[name] = [h["train_loss"] for h in ppvae.fit(m, g, digits, epochs=1, objective=name, progress=False).history]
+    assert runs["elbo"] == runs["elbo-analytic"]
+
+
+@pytest.mark.parametrize("name", ["vampprior", "mog-prior"])
+def test_state_dict_round_trip_restores_log_weights(name, tmp_path, digits):
+    model, guide = small_pair(name, seed=0)
+    ppvae.fit(model, guide, digits, epochs=1, batch_size=100, progress=False)
+    torch.save({"model": model.state_dict(), "guide": guide.state_dict()}, tmp_path / "pair.pt")
+    fresh_model, fresh_guide = small_pair(name, seed=1)
+    x = digits.test[:10]
+
+    def log_weights(m, g):
+        torch.manual_seed(7)
+        with torch.no_grad():
+            return trace_pair(m, g, x, num_particles=5).log_weights()
+
+    assert not torch.allclose(log_weights(model, guide), log_weights(fresh_model, fresh_guide))
+    state = torch.load(tmp_path / "pair.pt")
+    fresh_model.load_state_dict(state["model"])
+    fresh_guide.load_state_dict(state["guide"])
+    assert torch.equal(log_weights(model, guide), log_weights(fresh_model, fresh_guide))
+    if name == "vampprior":
+        assert fresh_model.encoder is fresh_guide.layers[0]
