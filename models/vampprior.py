@@ -65,7 +65,8 @@ class VampPriorVAE(VAE):
     Cost: scoring p(z) builds a (particles, batch, K, d) tensor, K*d = 20,000 floats per sample at
     the defaults (a 784-pixel decoder output is 784). On MNIST-sized data, ``ppvae.log_likelihood``
     with its default chunking peaked at ~7 GB and ran ~15x slower than a plain VAE of the same
-    size on one CPU thread: pass a smaller ``chunk_elements`` (e.g. 4000) there to bound memory.
+    size on one CPU thread. ``eval_chunk_elements`` (read by ``ppvae.log_likelihood``) sizes its
+    chunks so that tensor stays near 160 MB at the defaults.
 
     References:
       Tomczak & Welling (2018), VAE with a VampPrior. AISTATS.
@@ -76,6 +77,8 @@ class VampPriorVAE(VAE):
         super().__init__(x_dim, config)
         del self.prior_loc, self.prior_scale  # the standard-normal prior's buffers are unused here
         self.encoder = encoder  # the guide's q(z | x) network: the same object, not a copy
+        # particles x datapoints per evaluation chunk: the prior's (chunk, K, d) tensor ~ 160 MB
+        self.eval_chunk_elements = max(1, 40_000_000 // (config.num_pseudo_inputs * config.z_dims[-1]))
         init = torch.randn(config.num_pseudo_inputs, self.x_dim) * config.pseudo_inputs_std + config.pseudo_inputs_mean
         # The paper maps a fixed identity input through a linear layer; a free (K, D) matrix spans
         # the same pseudo-inputs without that layer's bias.

@@ -43,7 +43,7 @@ def log_likelihood(
     *args,
     num_samples: int = 5000,
     batch_size: int | None = None,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
     diagnostics: bool = False,
     **kwargs,
 ) -> torch.Tensor | ImportanceResult:
@@ -51,9 +51,13 @@ def log_likelihood(
 
     Works for any model/guide pair following ppvae's convention (local latents and ``"x"`` inside
     ``pyro.plate("data", ...)``), ``pyro.factor`` sites included. Computed on ``x``'s device, in
-    chunks of at most ``chunk_elements`` samples x datapoints. With ``diagnostics=True`` returns an
+    chunks of at most ``chunk_elements`` samples x datapoints (default: the model's
+    ``eval_chunk_elements`` attribute if it has one — a mixture prior scores every sample against all
+    its components and needs smaller chunks — else ``CHUNK_ELEMENTS``). With ``diagnostics=True`` returns an
     :class:`ImportanceResult` that adds each datapoint's Pareto-k (``arviz.psislw``) and ESS.
     """
+    if chunk_elements is None:
+        chunk_elements = int(getattr(model, "eval_chunk_elements", CHUNK_ELEMENTS))
     _check_args(x, num_samples, chunk_elements)
     n = x.shape[0]
     if batch_size is None:
