@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 
@@ -39,9 +38,8 @@ class IOPConfig(VAEConfig):
                 "(set stochastic_layers=1 or a single z_dims entry)"
             )
         self.ratio_hidden = tuple(int(h) for h in self.ratio_hidden)
-        for name in ("ratio_epochs",):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if int(self.ratio_epochs) < 0:
+            raise ConfigError(f"ratio_epochs must be >= 0, got {self.ratio_epochs!r}")
         for name in ("ratio_batch_size", "normalizer_samples"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -98,8 +96,9 @@ class IOPVAE(VAE):
         self.register_buffer("log_z", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prior = self.prior()  # N(0, I): the factor below is the correction
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
+            z = pyro.sample("z", prior)
             pyro.factor("log_ratio", self.log_ratio(z) - self.log_z)
             return pyro.sample("x", self.likelihood(z), obs=x)
 

@@ -34,7 +34,15 @@ def sample(model: Callable, num_samples: int, x_dim: int, *args, mean: bool = Tr
     p(x | z) (pixel probabilities: smoother pictures) instead of a draw from it.
     """
     dummy = torch.zeros(num_samples, x_dim, device=device)
-    tr = poutine.trace(poutine.uncondition(model)).get_trace(dummy, *args, **kwargs)
+    program = poutine.uncondition(model)
+    # A prior that is not a sample site alone (e.g. N(0, I) corrected by a pyro.factor, as in the
+    # implicit-optimal-prior VAE) cannot be drawn by running the model: such a model provides
+    # sample_latents(n) -> {site: value}, and the program is conditioned on those draws.
+    draw = getattr(model, "sample_latents", None)
+    if callable(draw):
+        latents = draw(num_samples)
+        program = poutine.condition(program, data=latents if isinstance(latents, dict) else {"z": latents})
+    tr = poutine.trace(program).get_trace(dummy, *args, **kwargs)
     site = tr.nodes[OBS]
     return site["fn"].mean if mean else site["value"]
 

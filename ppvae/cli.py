@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 
 from ppvae.errors import PPVAEError
 
-EXTRA_COMMANDS: list = []  # modules with add_parser(subparsers): e.g. reproduction harnesses
+EXTRA_COMMANDS: list = ["ppvae.reproduce.cli"]  # modules (or import paths) with add_parser(subparsers)
 
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -213,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num", type=int, default=64, help="number of samples")
             p.add_argument("--binary", action="store_true", help="draw x ~ p(x|z) instead of showing its mean")
         p.set_defaults(func=func)
-    for module in EXTRA_COMMANDS:
+    for module in EXTRA_COMMANDS:  # import paths are imported here, late: no import cycle with ppvae.cli
+        module = importlib.import_module(module) if isinstance(module, str) else module
         module.add_parser(sub)
     return parser
 

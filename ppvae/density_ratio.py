@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -85,4 +86,6 @@ class DensityRatioEstimator(nn.Module):
         return {"optimizer": self.optimizer.state_dict()}
 
     def set_extra_state(self, state: Any) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        # deepcopy: Optimizer.load_state_dict keeps same-device tensors as they are, so loading
+        # another live module's state_dict would share (and doubly update) its Adam moments.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))

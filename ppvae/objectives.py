@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 from typing import Callable
@@ -31,8 +32,9 @@ from ppvae.errors import ConfigError
 from ppvae.traces import PairTrace, reduce_to_particles_by_data, trace_pair
 
 
-class Objective:
-    """Base class: a bound on log p(x) estimated with ``num_particles`` samples per datapoint."""
+class Objective(abc.ABC):
+    """Base class: a bound on log p(x) estimated with ``num_particles`` samples per datapoint.
+    A new objective overrides one hook, :meth:`per_datapoint`."""
 
     name = ""
 
@@ -41,8 +43,9 @@ class Objective:
             raise ConfigError(f"num_particles must be a positive integer, got {num_particles!r}")
         self.num_particles = int(num_particles)
 
-    def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:  # (B,)
-        raise NotImplementedError  # pragma: no cover - abstract hook, every subclass overrides it
+    @abc.abstractmethod
+    def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
+        """The bound of each datapoint of the traced minibatch, shape (B,)."""
 
     def bound(self, model: Callable, guide: Callable, x: torch.Tensor, *args, beta: float = 1.0, **kwargs) -> torch.Tensor:
         """The per-datapoint bound, shape (B,)."""

@@ -106,8 +106,12 @@ def _max_plate_nesting(model: Callable, guide: Callable, x: torch.Tensor, args, 
     # would otherwise depend on whether the cache was warm).
     devices = [x.device.index or 0] if x.is_cuda else []
     with torch.random.fork_rng(devices=devices), torch.no_grad(), poutine.block():
-        guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
+        try:
+            guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
+            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
+        except ValueError as e:
+            raise_if_shape_error(e)
+            raise
     _check_structure(model_tr, guide_tr)
     nesting = 0
     for tr in (guide_tr, model_tr):
@@ -169,15 +173,19 @@ def trace_pair(
     """
     nesting = _max_plate_nesting(model, guide, x, args, kwargs)
     particle_dim = -(nesting + 1)
-    if num_particles > 1:
-        plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
-        with plate:
+    try:
+        if num_particles > 1:
+            plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
+            with plate:
+                guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
+            with plate:
+                model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
+        else:  # no plate: saves a messenger on the hot path; the particle dim is then implicit (size 1)
             guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
-        with plate:
             model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
-    else:  # no plate: saves a messenger on the hot path; the particle dim is then implicit (size 1)
-        guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, *args, **kwargs)
+    except ValueError as e:
+        raise_if_shape_error(e)
+        raise
 
     batch = None
     scale = data_factor = None
@@ -198,11 +206,31 @@ def trace_pair(
                 data_factor = num_data / full if num_data is not None else 1.0
                 scale = float(node["scale"]) * data_factor
             lp = reduce_to_particles_by_data(node["fn"].log_prob(node["value"]), name, frame.dim, particle_dim, batch)
+            if lp.shape[0] not in (1, num_particles):
+                # a batch dim sits where the particles go: e.g. Normal(loc, scale) over a (B, D)
+                # loc without .to_event(1) when D == B, which the plate's shape check lets through
+                raise ConfigError(
+                    f"site {name!r}: log_prob has batch shape {tuple(node['fn'].batch_shape)}, one "
+                    f"dimension more than the plates around it; did you forget .to_event(...) on its "
+                    "distribution?"
+                )
             sites[i][name] = Site(
                 name, lp, node["fn"], node["value"], node["is_observed"], isinstance(node["fn"], Unit)
             )
             orders[i].append(name)
     return PairTrace(sites[0], sites[1], scale, data_factor, particle_dim, data_dim, batch, orders[1], orders[0])
+
+
+def raise_if_shape_error(e: ValueError) -> None:
+    """Re-raise Pyro's plate shape error as a ConfigError that says the usual cause: a
+    vector-valued site without ``.to_event``. Other errors are left to the caller."""
+    if isinstance(e, ConfigError) or "Shape mismatch inside plate" not in str(e):
+        return
+    raise ConfigError(
+        f"{str(e).splitlines()[0]}: a distribution has more batch dimensions than the plates around "
+        "it; declare the event dimensions of vector-valued sites with .to_event(...), e.g. "
+        "dist.Bernoulli(logits=...).to_event(1) for the observed 'x'"
+    ) from e
 
 
 def reduce_to_particles_by_data(lp: torch.Tensor, name: str, data_dim: int, particle_dim: int, batch: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ from ppvae.data import Dataset, check_data, from_array
 from ppvae.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ppvae.objectives import get_objective
 from ppvae.schedules import LR_SCHEDULES, kl_weight, lr_factor
+from ppvae.traces import raise_if_shape_error
 
 
 @dataclass
@@ -92,8 +93,12 @@ def parameters_of(model: Callable, guide: Callable, x: torch.Tensor) -> list[tor
                 if id(p) not in excluded:
                     params.setdefault(id(p), p)
     with torch.no_grad(), torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
-        guide_tr = poutine.trace(guide, param_only=True).get_trace(x)
-        model_tr = poutine.trace(poutine.replay(model, guide_tr), param_only=True).get_trace(x)
+        try:
+            guide_tr = poutine.trace(guide, param_only=True).get_trace(x)
+            model_tr = poutine.trace(poutine.replay(model, guide_tr), param_only=True).get_trace(x)
+        except ValueError as e:
+            raise_if_shape_error(e)  # a missing .to_event: say so, not Pyro's bare shape mismatch
+            raise
     for tr in (guide_tr, model_tr):
         for site in tr.nodes.values():
             v = site["value"]

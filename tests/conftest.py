@@ -1,7 +1,7 @@
 """Shared fixtures of the core test suite.
 
 - ``data_root``: the staged datasets in ``shared/datasets`` (the test is skipped without them);
-  ``digits``: scikit-learn's bundled digits, a small real dataset that needs no files.
+  ``digits``: a slice of scikit-learn's bundled digits, small real data that needs no files.
 - ``linear_gaussian``: probabilistic PCA written as a ppvae model/guide pair, with its exact
   marginal log p(x) and exact posterior, the closed form the estimators are checked against.
 - ``@pytest.mark.cuda`` tests are skipped, with a reason, when torch sees no CUDA device.
@@ -52,10 +52,11 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def digits():
-    """The bundled 8x8 digits (1397 train / 200 valid / 200 test), loaded once per session."""
+    """A slice of the bundled 8x8 digits (real images, no files needed): 400 train / 200 valid /
+    200 test, dynamically binarized; loaded once per session."""
     import ppvae
 
-    return ppvae.load_dataset("digits")
+    return ppvae.load_dataset("digits", limit=400)
 
 
 # --- probabilistic PCA as a ppvae pair --------------------------------------------------------

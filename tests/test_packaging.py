@@ -21,3 +21,16 @@ def test_console_script_is_installed():
     exe = shutil.which("ppvae") or str(__import__("pathlib").Path(sys.executable).parent / "ppvae")
     r = subprocess.run([exe, "list"], capture_output=True, text=True)
     assert r.returncode == 0 and "vae" in r.stdout
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    """pyproject lists packages explicitly (models/ and guides/ are mapped into ppvae): a new
+    subpackage missing there would import from the checkout but vanish from a built wheel."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"ppvae." + p.parent.relative_to(root / "ppvae").as_posix().replace("/", ".") for p in (root / "ppvae").glob("*/**/__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
+    assert {"ppvae", "ppvae.models", "ppvae.guides"} <= listed

@@ -1,0 +1,323 @@
+"""Reproducing Table 1 of the IWAE paper: VAE vs IWAE, k in {1, 5, 50}, 1 or 2 stochastic layers.
+
+The grid, as the paper trains it::
+
+    for layers in (1, 2):                       784-200-200-50, or 784-200-200-100-100-100-50
+        for k in (1, 5, 50):
+            VAE:  maximize  (1/k) sum_i log w_i             objective "elbo", k particles
+            IWAE: maximize  log (1/k) sum_i w_i             objective "iwae", k particles
+    Adam(eps=1e-4), batch 20, 3^i epochs at lr 1e-3 * 10^(-i/7), i = 0..7 (3280 epochs)
+    report: test NLL with 5000 importance samples, active units Cov_x(E_q[u|x]) > 1e-2
+
+At k=1 both objectives are the same estimator, so the grid has 10 distinct runs for its 12 rows:
+the k=1 cell (``k1-L1``, ``k1-L2``) is trained once and reported in both the VAE and IWAE rows.
+
+Each cell is its own run folder ``OUT/<binarization>/<cell>/`` (``last.pt``, ``metrics.jsonl``,
+``result.json``), resumable and independent: several processes may train different ``--cells``
+side by side. The table (``OUT/table.md``, ``OUT/table.csv``) is rebuilt from every
+``result.json`` present.
+
+References:
+  Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, ICLR, Table 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from ppvae.checkpoint import load
+from ppvae.errors import ConfigError
+from ppvae.registry import build
+from ppvae.reproduce.common import evaluate_cell, format_active, read_json, write_json_atomic
+from ppvae.reproduce.paper_numbers import PAPER_ACTIVE_UNITS, PAPER_NLL
+from ppvae.runs import dataset_meta
+from ppvae.schedules import burda_stages
+from ppvae.train import TrainConfig, fit
+
+# --- budgets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    schedule_scale: float  # the "iwae" schedule's stage lengths 3^i times this (at least 1 epoch each)
+    max_epochs: int | None  # stop after this many epochs of the schedule (None: the whole schedule)
+    batch_size: int
+    limit: int | None  # keep only the first rows of each split (None: full MNIST)
+    eval_points: int | None  # test points evaluated (None: all 10,000)
+    eval_samples: int  # importance samples per test point for log p(x)
+    continue_epochs: int  # continuation experiment: epochs of the second objective
+    description: str
+
+    @property
+    def epochs(self) -> int:
+        total = sum(burda_stages(self.schedule_scale))
+        return min(total, self.max_epochs) if self.max_epochs else total
+
+
+BUDGETS: dict[str, Budget] = {
+    # CI machinery check: 2 epochs (the schedule's first two stages) on 300 images, 50 test points.
+    "quick": Budget("quick", 1 / 3**7, 2, 20, 300, 50, 100, 1,
+                    "machinery check: first 2 epochs of the schedule on 300 training images; NLL on 50 test points with 100 samples"),
+    # The paper's schedule with every stage 81x shorter: stages 1,1,1,1,1,3,9,27 = 44 epochs.
+    "medium": Budget("medium", 1 / 3**4, None, 20, None, None, 5000, 27,
+                     "the paper's schedule shortened 81x (stages 1,1,1,1,1,3,9,27 = 44 epochs), batch 20, full MNIST, NLL on all 10,000 test points with 5000 samples"),
+    "paper": Budget("paper", 1.0, None, 20, None, None, 5000, 3**7,
+                    "the paper's schedule: 3^i epochs at 1e-3*10^(-i/7), i=0..7 (3280 epochs), batch 20, full MNIST, 5000 samples"),
+}
+
+
+def get_budget(name: str) -> Budget:
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; known: {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+# --- the grid --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    objective: str  # "vae" | "iwae" | "both" (k=1: the two objectives coincide)
+    k: int
+    layers: int
+
+    @property
+    def name(self) -> str:
+        return f"k1-L{self.layers}" if self.k == 1 else f"{self.objective}-k{self.k}-L{self.layers}"
+
+    @property
+    def train_objective(self) -> str:
+        # the VAE with k samples is the ELBO averaged over k samples (Monte Carlo KL, as the paper)
+        return "iwae" if self.objective == "iwae" and self.k > 1 else "elbo"
+
+
+KS = (1, 5, 50)
+LAYERS = (1, 2)
+ROWS: list[tuple[str, int, int]] = [(obj, k, L) for L in LAYERS for obj in ("vae", "iwae") for k in KS]  # the 12 rows
+CELLS: list[Cell] = [Cell("both", 1, L) if k == 1 else Cell(obj, k, L) for L in LAYERS for obj in ("vae", "iwae") for k in KS
+                     if not (k == 1 and obj == "iwae")]  # the 10 distinct runs
+
+
+def cell_of_row(objective: str, k: int, layers: int) -> Cell:
+    return Cell("both", 1, layers) if k == 1 else Cell(objective, k, layers)
+
+
+def parse_cells(spec: str | None) -> list[Cell]:
+    """``"vae-k5-L1,k1-L2"`` -> cells; ``vae-k1-L1``/``iwae-k1-L1`` mean the shared ``k1-L1``."""
+    if not spec:
+        return list(CELLS)
+    by_name = {c.name: c for c in CELLS}
+    by_name.update({f"{o}-k1-L{L}": Cell("both", 1, L) for o in ("vae", "iwae") for L in LAYERS})
+    out = []
+    for name in (s.strip() for s in spec.split(",") if s.strip()):
+        if name not in by_name:
+            raise ConfigError(f"unknown cell {name!r}; cells: {', '.join(c.name for c in CELLS)}")
+        if by_name[name] not in out:
+            out.append(by_name[name])
+    return out
+
+
+def train_config(cell: Cell, budget: Budget, *, seed: int = 0, device: str = "auto", batch_size: int | None = None) -> TrainConfig:
+    """The paper's optimizer settings for one cell under ``budget``."""
+    return TrainConfig(objective=cell.train_objective, num_particles=cell.k, epochs=budget.epochs,
+                       batch_size=batch_size or budget.batch_size, lr=1e-3, lr_schedule="iwae",
+                       schedule_scale=budget.schedule_scale, adam_eps=1e-4, seed=seed, device=device, progress=False)
+
+
+# Fields a resumed cell must share with the checkpoint it resumes from (epochs may grow).
+_RESUME_KEYS = ("objective", "num_particles", "batch_size", "lr", "lr_schedule", "schedule_scale", "adam_eps", "seed")
+
+
+def _check_resumable(last: Path, config: TrainConfig) -> int:
+    ckpt = load(last)
+    old = ckpt["train_config"]
+    diff = {k: (old.get(k), getattr(config, k)) for k in _RESUME_KEYS if old.get(k) != getattr(config, k)}
+    if diff:
+        raise ConfigError(f"{last.parent} holds a run with other settings {diff} (checkpoint vs now); "
+                          "use another --out for another budget")
+    return int(ckpt["epoch"])
+
+
+# --- one cell --------------------------------------------------------------------------------
+
+
+def run_cell(cell: Cell, budget: Budget, data, out_root: str | Path, *, binarization: str, data_spec: dict,
+             device: torch.device | str = "cpu", eval_samples: int | None = None, eval_points: int | None = None,
+             seed: int = 0, batch_size: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train (or resume) one cell in ``out_root/<binarization>/<cell>/``, evaluate it on the test
+    set, write and return its ``result.json``. A cell whose result already matches the budget and
+    evaluation settings is not touched."""
+    cell_dir = Path(out_root) / binarization / cell.name
+    eval_samples = eval_samples or budget.eval_samples
+    eval_points = eval_points if eval_points is not None else budget.eval_points
+    config = train_config(cell, budget, seed=seed, device=str(device), batch_size=batch_size)
+    result_path = cell_dir / "result.json"
+    if result_path.exists():
+        old = read_json(result_path)
+        if (old["budget"], old["epochs"], old["eval_samples"], old["eval_points"]) == (budget.name, config.epochs, eval_samples, eval_points):
+            log(f"{binarization}/{cell.name}: done already (result.json)")
+            return old
+    last = cell_dir / "last.pt"
+    resume = last.exists()
+    start = _check_resumable(last, config) if resume else 0
+    model, guide, mconfig = build("vae", data.x_dim, {"stochastic_layers": cell.layers})
+    meta = {"family": "vae", "model_options": {"stochastic_layers": cell.layers}, "x_dim": data.x_dim,
+            "dataset": data_spec, "image_shape": list(data.image_shape), "likelihood": data.likelihood}
+    log(f"{binarization}/{cell.name}: {cell.train_objective} k={cell.k}, {cell.layers} layer(s), "
+        f"epochs {start}->{config.epochs} on {len(data)} images, device {device}")
+    t0 = time.perf_counter()
+    fit_result = fit(model, guide, data, config, out_dir=cell_dir, resume=resume, meta=meta)
+    history = fit_result.history
+    x = data.test[:eval_points] if eval_points else data.test
+    ev = evaluate_cell(model, guide, x.to(device), num_samples=eval_samples, seed=seed)
+    result = {
+        "cell": cell.name, "objective": cell.objective, "train_objective": cell.train_objective, "k": cell.k,
+        "layers": cell.layers, "binarization": binarization, "budget": budget.name, "budget_description": budget.description,
+        "epochs": config.epochs, "epochs_trained": len(history), "train_size": len(data), "batch_size": config.batch_size,
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        # training seconds summed over every (resumed) session, from the per-epoch metrics
+        "train_seconds": float(sum(h["time"] for h in history)),
+        "this_session_seconds": time.perf_counter() - t0,
+        "eval_points": eval_points, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "z_dims": list(mconfig.z_dims), "active_units_str": None, **ev,
+    }
+    result["active_units_str"] = format_active(ev["active_units"], _site_order(cell.layers))
+    result["wall_seconds"] = result["train_seconds"] + ev["eval_seconds"]
+    write_json_atomic(result, result_path)
+    log(f"{binarization}/{cell.name}: NLL {ev['nll']:.2f} +- {ev['nll_se']:.2f} (S={eval_samples}, {x.shape[0]} test points), "
+        f"active units {result['active_units_str']}, {result['wall_seconds']:.1f} s")
+    return result
+
+
+def _site_order(layers: int) -> list[str]:
+    from ppvae.models.vae import site_names
+
+    return site_names(layers)
+
+
+# --- the table -------------------------------------------------------------------------------
+
+COLUMNS = ["binarization", "objective", "k", "layers", "our_nll", "paper_nll", "difference", "our_active_units",
+           "paper_active_units", "epochs", "wall_seconds", "cell", "budget", "eval_points", "eval_samples"]
+
+
+def collect_results(out_root: str | Path) -> dict[tuple[str, str], dict]:
+    """Every ``<binarization>/<cell>/result.json`` under ``out_root``, keyed (binarization, cell)."""
+    found = {}
+    for path in sorted(Path(out_root).glob("*/*/result.json")):
+        r = read_json(path)
+        found[(r["binarization"], r["cell"])] = r
+    return found
+
+
+def table_rows(out_root: str | Path) -> list[dict]:
+    """The 12 rows per binarization that has any result; cells not run yet have empty entries."""
+    results = collect_results(out_root)
+    rows = []
+    for binarization in sorted({b for b, _ in results}):
+        for objective, k, layers in ROWS:
+            cell = cell_of_row(objective, k, layers)
+            r = results.get((binarization, cell.name))
+            paper = PAPER_NLL.get((binarization, objective, layers, k))
+            ours = r["nll"] if r else None
+            rows.append({
+                "binarization": binarization, "objective": objective.upper(), "k": k, "layers": layers,
+                "our_nll": ours, "paper_nll": paper,
+                "difference": (ours - paper) if ours is not None and paper is not None else None,
+                "our_active_units": r["active_units_str"] if r else None,
+                "paper_active_units": PAPER_ACTIVE_UNITS.get((binarization, objective, layers, k)),
+                "epochs": r["epochs_trained"] if r else None, "wall_seconds": r["wall_seconds"] if r else None,
+                "cell": cell.name, "budget": r["budget"] if r else None,
+                "eval_points": (r["num_test"] if r else None), "eval_samples": (r["eval_samples"] if r else None),
+            })
+    return rows
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return ""
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _signed(v: float | None) -> str:
+    return "" if v is None else f"{v:+.2f}"
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return ""
+    return f"{s:.1f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
+def render_markdown(rows: list[dict]) -> str:
+    budgets = sorted({r["budget"] for r in rows if r["budget"]})
+    lines = [
+        "# IWAE Table 1 (Burda et al. 2016): our runs vs the paper",
+        "",
+        f"Budget(s) of the runs below: {', '.join(budgets) or 'none'}. "
+        + "; ".join(f"{b}: {BUDGETS[b].description}" for b in budgets if b in BUDGETS) + ".",
+        "NLL = -mean log p(x) on the test points (importance sampling, the paper used 5000 samples on all 10,000). "
+        "At k=1 the VAE and IWAE objectives coincide: one run (cell k1-L*) fills both rows. "
+        "Difference = ours - paper (positive: ours is worse). Active units: Cov_x(E_q[u|x]) > 1e-2, per "
+        "stochastic layer bottom first; the paper's active-unit numbers are marked (check) in REFERENCE.md.",
+        "",
+        "| binarization | objective | k | layers | our NLL | paper NLL | difference | our active units | paper active units | epochs | wall time | test points x samples |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        test = f"{r['eval_points']} x {r['eval_samples']}" if r["eval_points"] else "not run"
+        lines.append(
+            f"| {r['binarization']} | {r['objective']} | {r['k']} | {r['layers']} | {_fmt(r['our_nll'])} | {_fmt(r['paper_nll'])} "
+            f"| {_signed(r['difference'])} | {r['our_active_units'] or ''} "
+            f"| {r['paper_active_units'] or ''} | {_fmt(r['epochs'])} | {_fmt_time(r['wall_seconds'])} | {test} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_table(out_root: str | Path) -> list[dict]:
+    """Rebuild ``table.md`` and ``table.csv`` in ``out_root`` from all results present."""
+    out_root = Path(out_root)
+    rows = table_rows(out_root)
+    if not rows:
+        raise ConfigError(f"no result.json under {out_root}/<binarization>/<cell>/: run some cells first")
+    _write_text_atomic(render_markdown(rows), out_root / "table.md")
+    _write_text_atomic(render_csv(rows), out_root / "table.csv")
+    return rows
+
+
+def run_table1(cells: Iterable[Cell], budget: Budget, data, out_root: str | Path, **kwargs) -> list[dict]:
+    """Run ``cells`` one after the other, then rebuild the table; returns the cells' results."""
+    out_root = Path(out_root)
+    results = [run_cell(c, budget, data, out_root, **kwargs) for c in cells]
+    write_table(out_root)
+    return results
+
+
+def budget_summary(budget: Budget) -> dict:
+    return {**asdict(budget), "epochs": budget.epochs, "stages": burda_stages(budget.schedule_scale)}
