@@ -106,7 +106,12 @@ def _pareto_k(log_weights: np.ndarray) -> np.ndarray:
         import arviz
 
         _, k = arviz.psislw(log_weights)
-    return np.asarray(k, dtype=float).reshape(log_weights.shape[0])
+    k = np.asarray(k, dtype=float).reshape(log_weights.shape[0])
+    # Constant weights (the guide is the exact posterior) have no tail to fit and arviz returns
+    # inf; such an estimate is exact, so report k = 0 rather than flag it as unreliable.
+    flat = np.ptp(log_weights, axis=1) < 1e-6
+    k[flat] = 0.0
+    return k
 
 
 def _check_args(x, num_samples, chunk_elements) -> None:

@@ -148,3 +148,16 @@ def test_cuda_training_and_log_likelihood_match_cpu(digits):
     assert not on_cpu.is_cuda
     assert (on_gpu.cpu() - on_cpu).abs().max() < 0.3
     assert abs(float(on_gpu.mean().cpu() - on_cpu.mean())) < 0.05
+
+
+def test_pareto_k_of_an_exact_proposal_is_not_flagged():
+    """Constant importance weights (guide = exact posterior): the estimate is exact, so Pareto-k
+    must not exceed the 0.7 threshold (arviz alone reports inf there)."""
+    import numpy as np
+
+    from ppvae.likelihood import _pareto_k
+
+    lw = np.zeros((3, 200))
+    lw[2] = np.random.default_rng(0).standard_t(1.5, 200) * 3  # heavy-tailed: flagged
+    k = _pareto_k(lw)
+    assert k[0] == 0 and k[1] == 0 and k[2] > 0.7
