@@ -4,6 +4,7 @@
     ppvae reproduce iwae-table1 --budget medium --cells vae-k5-L1,iwae-k5-L1 --out runs/iwae-medium
     ppvae reproduce iwae-table1 --table-only --out runs/iwae-medium
     ppvae reproduce iwae-continuation --budget quick -k 5 --out runs/iwae-quick
+    ppvae reproduce iop-comparison --budget quick --datasets mnist,frey-face --out runs/iop-quick
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("reproduce", help="paper reproduction harnesses (IWAE Table 1, continuation)")
+    p = subparsers.add_parser("reproduce", help="paper reproduction harnesses (IWAE Table 1, continuation, IOP learned-prior comparison)")
     sub = p.add_subparsers(dest="experiment", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
     t = sub.add_parser("iwae-table1", help="Burda et al. 2016 Table 1: VAE/IWAE x k in {1,5,50} x {1,2} layers", formatter_class=fmt)
@@ -44,6 +45,7 @@ def add_parser(subparsers) -> None:
     c.add_argument("--continue-epochs", type=int, default=None, help="stage-2 epochs (default: the budget's last schedule stage: quick 1, medium 27, paper 2187)")
     c.add_argument("--continue-lr", type=float, default=1e-4, help="stage-2 constant learning rate")
     c.set_defaults(func=cmd_iwae_continuation)
+    _add_iop_comparison(sub, fmt)
 
 
 def _setup(args):
@@ -97,4 +99,44 @@ def cmd_iwae_continuation(args) -> int:
     write_continuation_table(Path(args.out))
     print((Path(args.out) / "continuation.md").read_text())
     print(f"wrote {Path(args.out) / 'continuation.md'}, {Path(args.out) / 'continuation.csv'}")
+    return 0
+
+
+def _add_iop_comparison(sub, fmt) -> None:
+    i = sub.add_parser("iop-comparison", help="Takahashi et al. 2019: standard VAE vs VampPrior vs implicit optimal prior, MNIST and Frey Face", formatter_class=fmt)
+    i.add_argument("--budget", default="quick", choices=["quick", "medium", "paper"],
+                   help="quick: CI machinery check; medium: <=200 epochs, warm-up 20, patience 20; paper: warm-up 100, patience 50, <=2000 epochs")
+    i.add_argument("--datasets", default="mnist,frey-face", help="comma-separated: mnist (dynamically binarized), frey-face")
+    i.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    i.add_argument("--out", required=True, help="output folder: OUT/<dataset>/<prior>/ per cell, OUT/table.md")
+    i.add_argument("--cells", default=None, help="comma-separated PRIOR or DATASET/PRIOR (vae, vampprior, iop), e.g. iop,mnist/vae")
+    i.add_argument("--table-only", action="store_true", help="only rebuild OUT/table.md and OUT/table.csv from the result.json files present")
+    i.add_argument("--data-root", default=None, help="folder holding MNIST/ and FreyFace/ (default: $PPVAE_DATA, then ~/.cache/ppvae)")
+    i.add_argument("--eval-samples", type=int, default=None, help="the large k of log p(x) (default: the budget's; 5000 at medium/paper); k=10 is always also reported")
+    i.add_argument("--eval-points", type=int, default=None, help="evaluate the first N test points (default: the budget's)")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    i.set_defaults(func=cmd_iop_comparison)
+
+
+def cmd_iop_comparison(args) -> int:
+    import torch
+
+    from ppvae.reproduce.iop_comparison import get_budget, parse_cells, render_markdown, run_comparison, write_table
+    from ppvae.train import resolve_device
+
+    out = Path(args.out)
+    if not args.table_only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        budget = get_budget(args.budget)
+        cells = parse_cells(args.cells, [d.strip() for d in args.datasets.split(",") if d.strip()])
+        device = resolve_device(args.device)
+        root = str(Path(args.data_root).resolve()) if args.data_root else None
+        print(f"budget {budget.name}: {budget.description}; device {device}", flush=True)
+        run_comparison(cells, budget, out, data_root=root, seed=args.seed, device=device, eval_samples=args.eval_samples,
+                       eval_points=args.eval_points, log=lambda s: print(s, flush=True))
+    rows = write_table(out)
+    print(render_markdown(rows))
+    print(f"wrote {out / 'table.md'}, {out / 'table.csv'}")
     return 0

@@ -1,0 +1,159 @@
+"""The learned-prior comparison harness (``ppvae reproduce iop-comparison``): grid, shared
+architecture, table, resumability.
+
+The grid runs once per module at the ``quick`` budget (300 images, 2 epochs, 20 test points) on the
+staged MNIST and Frey Face; its numbers are a machinery check only, so no ordering between the
+priors is asserted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from ppvae.cli import main
+from ppvae.errors import ConfigError
+from ppvae.reproduce.iop_comparison import (
+    ARCHITECTURE, BUDGETS, DATASETS, POSTER_LL, PRIORS, load_data, model_options, parse_cells, run_cell, train_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2] / "shared"
+DATA = ROOT / "datasets"
+needs_data = pytest.mark.skipif(not ((DATA / "MNIST").exists() and (DATA / "FreyFace").exists()),
+                                reason="staged datasets not found")
+
+
+def _mlp_params(sizes: list[int]) -> int:
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+# --- no data needed --------------------------------------------------------------------------
+
+
+def test_cells_and_settings():
+    assert parse_cells(None) == [(d, p) for d in DATASETS for p in PRIORS]
+    assert parse_cells("iop,mnist/vae", ["mnist", "frey-face"]) == [("mnist", "iop"), ("frey-face", "iop"), ("mnist", "vae")]
+    assert parse_cells("vampprior", ["frey-face"]) == [("frey-face", "vampprior")]
+    for bad in ("mnist/gan", "omniglot/iop"):
+        with pytest.raises(ConfigError, match="unknown cell"):
+            parse_cells(bad)
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        parse_cells(None, ["omniglot"])
+    cfg = train_config(BUDGETS["paper"])
+    # the authors' VAE optimizer: lr 1e-4, batch 100, KL warm-up 100 epochs, early stopping
+    assert (cfg.lr, cfg.batch_size, cfg.kl_warmup_epochs) == (1e-4, 100, 100.0)
+    assert cfg.early_stopping_patience is not None
+    assert BUDGETS["paper"].eval_samples == BUDGETS["medium"].eval_samples == 5000
+    assert BUDGETS["quick"].epochs <= 2 and BUDGETS["quick"].limit <= 500
+
+
+def test_poster_numbers_match_reference():
+    ref = ROOT / "REFERENCE.md"
+    if not ref.exists():
+        pytest.skip("REFERENCE.md not found")
+    text = ref.read_text()
+    for label, dataset in (("MNIST", "mnist"), ("FreyFaces", "frey-face")):
+        m = re.search(rf"^\| {label} \| ([-\d.]+) \| ([-\d.]+) \| ([-\d.]+) \|", text, re.M)
+        assert m, label
+        assert [POSTER_LL[(dataset, p)] for p in PRIORS] == [float(v) for v in m.groups()]
+
+
+# --- the quick grid on the real data ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    import torch
+
+    out = tmp_path_factory.mktemp("iop-quick")
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["reproduce", "iop-comparison", "--budget", "quick", "--out", str(out), "--data-root", str(DATA),
+                   "--device", "cpu", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide: leave the other tests as they were
+    assert rc == 0
+    return out
+
+
+def _results(out: Path) -> dict[tuple[str, str], dict]:
+    return {(p.parent.parent.name, p.parent.name): json.loads(p.read_text()) for p in out.glob("*/*/result.json")}
+
+
+@needs_data
+def test_quick_table_has_six_finite_rows(quick_run):
+    rows = list(csv.DictReader((quick_run / "table.csv").open()))
+    assert [(r["dataset"], r["prior"]) for r in rows] == [(d, p) for d in DATASETS for p in PRIORS]
+    for r in rows:
+        for key in ("ll", "ll_se", "ll_k10", "wall_seconds"):
+            assert math.isfinite(float(r[key])), (r["dataset"], r["prior"], key)
+        assert float(r["poster_ll"]) == POSTER_LL[(r["dataset"], r["prior"])]
+        assert float(r["difference"]) == pytest.approx(float(r["ll"]) - float(r["poster_ll"]))
+        assert (r["budget"], r["num_test"], r["eval_samples"]) == ("quick", "20", "100")
+        assert r["machine"].startswith("CPU")
+        # only the IOP has a log normalizer; its normalized figure is log p(x) - log Z
+        if r["prior"] == "iop":
+            assert float(r["ll_normalized"]) == pytest.approx(float(r["ll"]) - float(r["log_z"]))
+        else:
+            assert r["log_z"] == "" and r["ll_normalized"] == ""
+    md = (quick_run / "table.md").read_text()
+    assert len([l for l in md.splitlines() if l.startswith("| mnist") or l.startswith("| frey-face")]) == 6
+    assert "k=10" in md and "-85.84" in md and "1396.27" in md
+
+
+@needs_data
+def test_the_three_priors_share_encoder_and_decoder(quick_run):
+    res = _results(quick_run)
+    z, hidden = ARCHITECTURE["z_dims"][0], ARCHITECTURE["hidden"][0]
+    for dataset, x_dim, out_per_pixel in (("mnist", 784, 1), ("frey-face", 560, 2)):  # Gaussian: loc and scale
+        decoder = _mlp_params([z, *hidden, out_per_pixel * x_dim])
+        encoder = _mlp_params([x_dim, *hidden]) + 2 * _mlp_params([hidden[-1], z])  # loc and scale heads
+        for prior in PRIORS:
+            r = res[(dataset, prior)]
+            assert (r["decoder_parameters"], r["encoder_parameters"]) == (decoder, encoder), (dataset, prior)
+            assert r["model_options"]["hidden"] == [hidden] and r["model_options"]["activation"] == "tanh"
+            assert r["likelihood"] == ("bernoulli" if dataset == "mnist" else "normal")
+        # what differs is the prior alone: none / K=500 pseudo-inputs / the 3x500 ratio network T
+        assert res[(dataset, "vae")]["prior_parameters"] == 0
+        assert res[(dataset, "vampprior")]["prior_parameters"] == 500 * x_dim
+        assert res[(dataset, "iop")]["prior_parameters"] == _mlp_params([z, 500, 500, 500, 1])
+
+
+@needs_data
+def test_cells_resume_and_table_only(quick_run, capsys):
+    before = {k: v["this_session_seconds"] for k, v in _results(quick_run).items()}
+    # a finished cell is not touched
+    main(["reproduce", "iop-comparison", "--budget", "quick", "--out", str(quick_run), "--data-root", str(DATA),
+          "--device", "cpu", "--cells", "vae"])
+    assert capsys.readouterr().out.count("done already") == 2
+    # a cell whose result is lost resumes from last.pt: evaluated again, not retrained
+    cell = quick_run / "mnist" / "iop"
+    (cell / "result.json").unlink()
+    metrics_before = (cell / "metrics.jsonl").read_text()
+    main(["reproduce", "iop-comparison", "--budget", "quick", "--out", str(quick_run), "--data-root", str(DATA),
+          "--device", "cpu", "--cells", "mnist/iop"])
+    r = json.loads((cell / "result.json").read_text())
+    assert r["epochs_trained"] == 2 and (cell / "metrics.jsonl").read_text() == metrics_before
+    assert {k: v["this_session_seconds"] for k, v in _results(quick_run).items() if k != ("mnist", "iop")} == \
+        {k: v for k, v in before.items() if k != ("mnist", "iop")}
+    # another budget in the same folder is refused, not mixed in
+    (cell / "result.json").unlink()
+    data = load_data("mnist", BUDGETS["quick"], str(DATA))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_cell("mnist", "iop", BUDGETS["medium"], data, quick_run, device="cpu", log=lambda s: None)
+    # --table-only rebuilds from what is present (mnist/iop now missing: "not run")
+    (quick_run / "table.md").unlink()
+    assert main(["reproduce", "iop-comparison", "--table-only", "--out", str(quick_run)]) == 0
+    md = (quick_run / "table.md").read_text()
+    assert "| mnist | IOP | not run |" in md and md.count("| frey-face |") == 3
+
+
+def test_model_options_follow_the_data():
+    class Fake:
+        likelihood = "normal"
+    assert model_options("iop", Fake()) == {**ARCHITECTURE, "likelihood": "normal"}
