@@ -3,9 +3,10 @@ and an atomic JSON write (results are read by other processes while cells are st
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from ppvae.analysis import active_units
+from ppvae.checkpoint import write_text_atomic
 from ppvae.data import Dataset, load_dataset
 from ppvae.errors import ConfigError
 from ppvae.evaluate import mean_and_se, per_datapoint_bound
@@ -34,20 +36,22 @@ def load_iwae_data(binarization: str, data_root: str | None, limit: int | None, 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """Write-then-rename, so a reader (``--table-only`` in another process) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(json.dumps(obj, indent=2), path)
+
+
+def render_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r[k] is None else r[k]) for k in columns})
+    return buf.getvalue()
+
+
+def write_tables(out_root: Path, markdown: str, csv_text: str) -> None:
+    """``table.md`` and ``table.csv`` in ``out_root``, each replaced atomically."""
+    write_text_atomic(markdown, out_root / "table.md")
+    write_text_atomic(csv_text, out_root / "table.csv")
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -24,11 +24,7 @@ References:
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +38,7 @@ from ppvae.errors import ConfigError
 from ppvae.evaluate import mean_and_se
 from ppvae.likelihood import log_likelihood
 from ppvae.registry import build
-from ppvae.reproduce.common import read_json, write_json_atomic
+from ppvae.reproduce.common import read_json, render_csv, write_json_atomic, write_tables
 from ppvae.train import TrainConfig, fit
 
 DATASETS = ("mnist", "frey-face")
@@ -310,30 +306,13 @@ def render_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
-    return buf.getvalue()
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_table(out_root: str | Path) -> list[dict]:
     """Rebuild ``table.md`` and ``table.csv`` in ``out_root`` from the results present."""
     out_root = Path(out_root)
     rows = table_rows(out_root)
     if not rows:
         raise ConfigError(f"no result.json under {out_root}/<dataset>/<prior>/: run some cells first")
-    _write_text_atomic(render_markdown(rows), out_root / "table.md")
-    _write_text_atomic(render_csv(rows), out_root / "table.csv")
+    write_tables(out_root, render_markdown(rows), render_csv(rows, COLUMNS))
     return rows
 
 

@@ -29,8 +29,9 @@ import torch
 from ppvae.checkpoint import load
 from ppvae.errors import ConfigError
 from ppvae.registry import build
+from ppvae.checkpoint import write_text_atomic
 from ppvae.reproduce.common import evaluate_cell, format_active, read_json, write_json_atomic
-from ppvae.reproduce.iwae_table1 import Budget, Cell, _check_resumable, _site_order, _write_text_atomic, run_cell
+from ppvae.reproduce.iwae_table1 import Budget, Cell, _check_resumable, _site_order, run_cell
 from ppvae.train import TrainConfig, fit
 
 OTHER = {"vae": "iwae", "iwae": "vae"}
@@ -128,6 +129,6 @@ def write_continuation_table(out_root: str | Path) -> list[dict]:
         csv_lines.append(",".join(str(v) for v in (
             r["binarization"], r["budget"], r["k"], r["layers"], r["first"], r["second"], b["epochs_trained"], b["nll"],
             b["active_units_str"], r["continue_epochs"], r["continue_lr"], a["nll"], a["active_units_str"])))
-    _write_text_atomic("\n".join(lines) + "\n", out_root / "continuation.md")
-    _write_text_atomic("\n".join(csv_lines) + "\n", out_root / "continuation.csv")
+    write_text_atomic("\n".join(lines) + "\n", out_root / "continuation.md")
+    write_text_atomic("\n".join(csv_lines) + "\n", out_root / "continuation.csv")
     return results

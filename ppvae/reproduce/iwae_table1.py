@@ -23,10 +23,6 @@ References:
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,9 +33,9 @@ import torch
 from ppvae.checkpoint import load
 from ppvae.errors import ConfigError
 from ppvae.registry import build
-from ppvae.reproduce.common import evaluate_cell, format_active, read_json, write_json_atomic
+from ppvae.reproduce.common import evaluate_cell, format_active, read_json, render_csv, write_json_atomic, write_tables
 from ppvae.reproduce.paper_numbers import PAPER_ACTIVE_UNITS, PAPER_NLL
-from ppvae.runs import dataset_meta
+
 from ppvae.schedules import burda_stages
 from ppvae.train import TrainConfig, fit
 
@@ -284,30 +280,13 @@ def render_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
-    return buf.getvalue()
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_table(out_root: str | Path) -> list[dict]:
     """Rebuild ``table.md`` and ``table.csv`` in ``out_root`` from all results present."""
     out_root = Path(out_root)
     rows = table_rows(out_root)
     if not rows:
         raise ConfigError(f"no result.json under {out_root}/<binarization>/<cell>/: run some cells first")
-    _write_text_atomic(render_markdown(rows), out_root / "table.md")
-    _write_text_atomic(render_csv(rows), out_root / "table.csv")
+    write_tables(out_root, render_markdown(rows), render_csv(rows, COLUMNS))
     return rows
 
 
