@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import resource
+import shlex
 import statistics
 import sys
 import time
@@ -47,7 +49,6 @@ from ppvae.likelihood import CHUNK_ELEMENTS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import (  # noqa: E402  (the sibling benchmark: machine line, data, the torch VAE)
     DEFAULT_DATA_ROOT,
-    LOG_2PI,
     TorchVAE,
     load_average,
     load_binary_data,
@@ -57,7 +58,7 @@ from train_step import (  # noqa: E402  (the sibling benchmark: machine line, da
     sync,
 )
 
-SWEEP = (5_000, 10_000, 20_000, 40_000, 80_000, 160_000)
+SWEEP = (1_250, 2_500, 5_000, 10_000, 20_000, 40_000, 80_000)
 
 
 def chunking(n: int, num_samples: int, chunk_elements: int) -> tuple[int, int]:
@@ -92,9 +93,11 @@ def torch_log_likelihood(vae: TorchVAE, x: torch.Tensor, num_samples: int, chunk
 
 def interleave_blocks(fns: dict, x: torch.Tensor, rounds: int, points: int, device: torch.device) -> dict:
     """Each round, each fn evaluates the next ``points`` rows of x (all fns the same rows).
-    Returns per fn and clock the seconds of each block."""
+    Returns per fn and clock the seconds of each block (and, under "minflt", its minor page faults:
+    the first touch of freshly mapped memory, which large temporaries pay on every allocation)."""
     names = list(fns)
     clocks = {"wall": time.perf_counter} if device.type == "cuda" else {"cpu": time.process_time, "wall": time.perf_counter}
+    clocks["minflt"] = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = {n: {c: [] for c in clocks} for n in names}
     n = x.shape[0]
     for r in range(rounds):
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 12; 2 with --quick)")
     p.add_argument("--points", type=int, default=None, help="test points per block (default 16; 4 with --quick)")
     p.add_argument("--samples", type=int, default=None, help="importance samples per point (default 5000; 200 with --quick)")
+    p.add_argument("--chunk-elements", type=int, default=CHUNK_ELEMENTS,
+                   help=f"chunk size of the ppvae/torch comparison (default ppvae's, {CHUNK_ELEMENTS})")
     p.add_argument("--sweep", default=None, help="comma-separated chunk_elements values for the sweep (default "
                    + ",".join(map(str, SWEEP)) + "; empty string: no sweep)")
     p.add_argument("--sweep-rounds", type=int, default=None, help="rounds of the sweep (default 6; 2 with --quick)")
@@ -143,14 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     model.to(device).eval()
     guide.to(device).eval()
     vae = TorchVAE.like(model, guide).eval()
-    batch, particles = chunking(points, samples, CHUNK_ELEMENTS)
+    chunk = args.chunk_elements
+    batch, particles = chunking(points, samples, chunk)
 
     print("ppvae.log_likelihood benchmark: VAE 784-200-200-50 tanh, Bernoulli decoder (untrained weights)")
     print(f"date {datetime.date.today()}, device {device}, data: {source} (test points)")
     print(f"machine: {machine(device)}")
-    print(f"{load_average()} at start; command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"S={samples} samples per point, blocks of {points} points, {rounds} rounds; chunk_elements={CHUNK_ELEMENTS} "
-          f"(ppvae's default): {batch} points x {particles} samples per trace")
+    print(f"{load_average()} at start; command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"S={samples} samples per point, blocks of {points} points, {rounds} rounds; chunk_elements={chunk} "
+          f"(ppvae's default: {CHUNK_ELEMENTS}): {batch} points x {particles} samples per trace")
     print()
 
     # Same estimates on the same random numbers: the two compute the same estimator.
@@ -158,32 +164,35 @@ def main(argv: list[str] | None = None) -> None:
         ppvae.log_likelihood(model, guide, x[:2], num_samples=4)  # fills ppvae's per-pair cache first
         xs = x[: min(points, 8)]
         torch.manual_seed(1)
-        ref = torch_log_likelihood(vae, xs, samples, CHUNK_ELEMENTS)
+        ref = torch_log_likelihood(vae, xs, samples, chunk)
         torch.manual_seed(1)
-        got = ppvae.log_likelihood(model, guide, xs, num_samples=samples)
+        got = ppvae.log_likelihood(model, guide, xs, num_samples=samples, chunk_elements=chunk)
     if not torch.allclose(got, ref, rtol=1e-4, atol=1e-2):
         raise SystemExit(f"ppvae.log_likelihood {got.tolist()} differs from the hand-written {ref.tolist()}")
     print(f"check: same estimates on {xs.shape[0]} points (max |diff| {float((got - ref).abs().max()):.2e} nats)")
 
     fns = {
-        "torch": lambda xb: torch_log_likelihood(vae, xb, samples, CHUNK_ELEMENTS),
-        "ppvae": lambda xb: ppvae.log_likelihood(model, guide, xb, num_samples=samples),
+        "torch": lambda xb: torch_log_likelihood(vae, xb, samples, chunk),
+        "ppvae": lambda xb: ppvae.log_likelihood(model, guide, xb, num_samples=samples, chunk_elements=chunk),
     }
     for fn in fns.values():  # warm-up
         fn(x[:points])
     times = interleave_blocks(fns, x, rounds, points, device)
     work = points * samples
     print()
-    header = f"{'clock':<5} {'torch samples/s':>16} {'ppvae samples/s':>16} {'ratio ppvae/torch':>21}"
+    header = f"{'clock':<6} {'torch samples/s':>16} {'ppvae samples/s':>16} {'ratio ppvae/torch':>21}"
     print(header)
     print("-" * len(header))
-    for clock in times["torch"]:
+    for clock in (c for c in times["torch"] if c != "minflt"):
         t_rate = work / statistics.median(times["torch"][clock])
         p_rate = work / statistics.median(times["ppvae"][clock])
         m, lo, hi = paired_ratio(times["torch"][clock], times["ppvae"][clock])  # throughput ratio = time ratio inverted
-        print(f"{clock:<5} {t_rate:>16,.0f} {p_rate:>16,.0f} {f'{m:.3f} [{lo:.2f}-{hi:.2f}]':>21}")
+        print(f"{clock:<6} {t_rate:>16,.0f} {p_rate:>16,.0f} {f'{m:.3f} [{lo:.2f}-{hi:.2f}]':>21}")
+    faults = {who: statistics.median(t["minflt"]) / work for who, t in times.items()}
+    print(f"{'faults':<6} {faults['torch']:>16.2f} {faults['ppvae']:>16.2f}   minor page faults per datapoint-sample")
     print("samples/s: datapoint-samples per second, points x S / median block time; ratio: median [25%-75%]")
-    print("over rounds of the per-round throughput ratio (>= 1: ppvae at least as fast).")
+    print("over rounds of the per-round throughput ratio (>= 1: ppvae at least as fast). cpu: CPU time of")
+    print("the process (user + system), little disturbed by other jobs; wall: elapsed time.")
 
     if sweep:
         print()
@@ -194,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         for fn in sweep_fns.values():
             fn(x[:points])
         st = interleave_blocks(sweep_fns, x, sweep_rounds, points, device)
-        clocks = list(st[sweep[0]])
-        header = f"{'chunk_elements':>14} {'points x samples/trace':>22} " + " ".join(f"{c + ' samples/s':>16}" for c in clocks)
+        clocks = [c for c in st[sweep[0]] if c != "minflt"]
+        header = (f"{'chunk_elements':>14} {'points x samples/trace':>22} " + " ".join(f"{c + ' samples/s':>16}" for c in clocks)
+                  + f" {'faults/sample':>13}")
         print(header)
         print("-" * len(header))
         rates = {}
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
             b, k = chunking(points, samples, c)
             rates[c] = {clock: work / statistics.median(st[c][clock]) for clock in clocks}
             default = "  (default)" if c == CHUNK_ELEMENTS else ""
-            print(f"{c:>14} {f'{b} x {k}':>22} " + " ".join(f"{rates[c][clock]:>16,.0f}" for clock in clocks) + default)
+            print(f"{c:>14} {f'{b} x {k}':>22} " + " ".join(f"{rates[c][clock]:>16,.0f}" for clock in clocks)
+                  + f" {statistics.median(st[c]['minflt']) / work:>13.2f}{default}")
         best = max(sweep, key=lambda c: rates[c][clocks[0]])
         print(f"fastest by {clocks[0]} time: chunk_elements={best}")
     print(f"{load_average()} at end")

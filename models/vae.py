@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppvae.distributions import BernoulliLogits
 from ppvae.errors import ConfigError
 from ppvae.nn import GaussianNet, mlp
 
@@ -96,7 +97,7 @@ class VAE(nn.Module):
         h = self.decoder(z1)
         if self.config.likelihood == "bernoulli":
             # validate_args off: ppvae checks the data's support once, up front, not every step.
-            return dist.Bernoulli(logits=h, validate_args=False).to_event(1)
+            return BernoulliLogits(h, validate_args=False)
         loc, raw = h.chunk(2, dim=-1)
         return dist.Normal(loc, nn.functional.softplus(raw) + self.config.min_scale).to_event(1)
 

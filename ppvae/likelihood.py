@@ -23,8 +23,10 @@ from ppvae.errors import ConfigError, DataError
 from ppvae.traces import trace_pair
 
 #: particles x datapoints scored in one trace; bounds memory (the decoder's output for this many
-#: samples, e.g. 40k x 784 floats = 125 MB) whatever num_samples and N are.
-CHUNK_ELEMENTS = 40_000
+#: samples, 5000 x 784 floats = 16 MB) whatever num_samples and N are. Measured best on the CPU
+#: (benchmarks/README.md): 5000 ran at 1.5x the throughput of 40,000, whose 125 MB temporaries
+#: exceed glibc's mmap threshold and page-fault afresh for every chunk.
+CHUNK_ELEMENTS = 5_000
 
 
 @dataclass

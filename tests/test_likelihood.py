@@ -80,7 +80,9 @@ def test_chunking_traces_bounded_chunks_covering_every_sample(linear_gaussian, m
     calls.clear()
     torch.manual_seed(2)
     whole = ppvae.log_likelihood(lg.model, guide, x, num_samples=1000)
-    assert len(calls) == 1  # 10 x 1000 fits in one default chunk
+    limit = likelihood_module.CHUNK_ELEMENTS  # the default chunk bounds every trace too
+    assert all(k * b <= limit for k, b in calls) and sum(k * b for k, b in calls) == 1000 * x.shape[0]
+    assert len(calls) == -(-1000 * x.shape[0] // limit)  # and fills it: as few traces as it allows
     assert (tiny - whole).abs().max() < 0.05
     assert (tiny.double() - lg.exact_log_px(x)).abs().max() < 0.05
 
