@@ -209,6 +209,10 @@ def fit(
         score = metrics.get(f"valid_{objective.name}", -metrics["train_loss"])
         improved = score > best
         best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
+        if epoch + 1 < config.kl_warmup_epochs:
+            # During KL warm-up the beta=1 validation bound can fall while training is fine (the
+            # KL weight is still rising): patience only counts epochs after the warm-up.
+            bad_epochs = 0
         history.append(metrics)
         state = {
             "format": 1,

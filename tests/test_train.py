@@ -237,6 +237,16 @@ def test_early_stopping_stops_when_the_valid_bound_stops_improving(tmp_path):
     assert v1 == pytest.approx(expected.item(), abs=1e-5)
 
 
+def test_patience_does_not_count_kl_warmup_epochs(tmp_path):
+    """The same worsening validation bound, with a 4-epoch KL warm-up: epochs 2 and 3 (inside the
+    warm-up) do not count against patience, so the run stops after epoch 4, not 2."""
+    model = ShiftModel(3)
+    result = ppvae.fit(model, prior_guide, shifted_data(0.0), objective="elbo", epochs=10, batch_size=50, lr=0.05,
+                       early_stopping_patience=1, kl_warmup_epochs=4, out_dir=tmp_path, progress=False)
+    assert result.stopped_early and len(result.history) == 4
+    assert checkpoint.load(tmp_path / "best.pt")["epoch"] == 1
+
+
 def test_no_early_stop_while_the_valid_bound_improves(tmp_path):
     model = ShiftModel(3)
     result = ppvae.fit(model, prior_guide, shifted_data(1.0), objective="elbo", epochs=3, batch_size=50, lr=0.05,
