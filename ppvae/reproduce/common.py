@@ -39,6 +39,13 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return write_text_atomic(json.dumps(obj, indent=2), path)
 
 
+def format_duration(s: float | None) -> str:
+    """Seconds as "12.3 s", "4.5 min" or "2.1 h" for the tables; "" when unknown."""
+    if s is None:
+        return ""
+    return f"{s:.1f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
 def render_csv(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")

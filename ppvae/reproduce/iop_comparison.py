@@ -38,7 +38,7 @@ from ppvae.errors import ConfigError
 from ppvae.evaluate import mean_and_se
 from ppvae.likelihood import log_likelihood
 from ppvae.registry import build
-from ppvae.reproduce.common import read_json, render_csv, write_json_atomic, write_tables
+from ppvae.reproduce.common import format_duration, read_json, render_csv, write_json_atomic, write_tables
 from ppvae.train import TrainConfig, fit
 
 DATASETS = ("mnist", "frey-face")
@@ -273,12 +273,6 @@ def _f(v, digits: int = 2) -> str:
     return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
-def _time(s: float | None) -> str:
-    if s is None:
-        return ""
-    return f"{s:.1f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
-
-
 def render_markdown(rows: list[dict]) -> str:
     budgets = sorted({r["budget"] for r in rows if r["budget"]})
     lines = [
@@ -302,7 +296,7 @@ def render_markdown(rows: list[dict]) -> str:
         diff = "" if r["difference"] is None else f"{r['difference']:+.2f}"
         lines.append(f"| {r['dataset']} | {PRIOR_TITLES[r['prior']]} | {ll} | {_f(r['ll_k10'])} | {_f(r['log_z'], 3)} "
                      f"| {_f(r['ll_normalized'])} | {_f(r['poster_ll'])} | {diff} | {_f(r['epochs_trained'])} "
-                     f"| {_time(r['wall_seconds'])} | {r['machine'] or ''} | {test} |")
+                     f"| {format_duration(r['wall_seconds'])} | {r['machine'] or ''} | {test} |")
     return "\n".join(lines) + "\n"
 
 

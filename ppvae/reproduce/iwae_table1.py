@@ -33,7 +33,7 @@ import torch
 from ppvae.checkpoint import load
 from ppvae.errors import ConfigError
 from ppvae.registry import build
-from ppvae.reproduce.common import evaluate_cell, format_active, read_json, render_csv, write_json_atomic, write_tables
+from ppvae.reproduce.common import evaluate_cell, format_active, format_duration, read_json, render_csv, write_json_atomic, write_tables
 from ppvae.reproduce.paper_numbers import PAPER_ACTIVE_UNITS, PAPER_NLL
 
 from ppvae.schedules import burda_stages
@@ -249,12 +249,6 @@ def _signed(v: float | None) -> str:
     return "" if v is None else f"{v:+.2f}"
 
 
-def _fmt_time(s: float | None) -> str:
-    if s is None:
-        return ""
-    return f"{s:.1f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
-
-
 def render_markdown(rows: list[dict]) -> str:
     budgets = sorted({r["budget"] for r in rows if r["budget"]})
     lines = [
@@ -275,7 +269,7 @@ def render_markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['binarization']} | {r['objective']} | {r['k']} | {r['layers']} | {_fmt(r['our_nll'])} | {_fmt(r['paper_nll'])} "
             f"| {_signed(r['difference'])} | {r['our_active_units'] or ''} "
-            f"| {r['paper_active_units'] or ''} | {_fmt(r['epochs'])} | {_fmt_time(r['wall_seconds'])} | {test} |"
+            f"| {r['paper_active_units'] or ''} | {_fmt(r['epochs'])} | {format_duration(r['wall_seconds'])} | {test} |"
         )
     return "\n".join(lines) + "\n"
 
