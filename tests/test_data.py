@@ -20,10 +20,9 @@ ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 @pytest.fixture(scope="module")
-def root() -> Path:
-    if not ROOT.is_dir():
-        pytest.skip(f"staged datasets not found at {ROOT}")
-    return ROOT
+def root(data_root) -> Path:
+    """The staged datasets (conftest's ``data_root``: skipped when absent)."""
+    return data_root
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,6 @@ SMALL = dict(z_dims=(3,), hidden=((16,),))
 SMALL_RATIO = dict(ratio_hidden=(16, 16), ratio_epochs=1, normalizer_samples=2000)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return ppvae.load_dataset("digits")

@@ -4,7 +4,6 @@ pseudo-inputs) and the learned mixture-of-Gaussians prior."""
 from __future__ import annotations
 
 import copy
-import io
 import math
 
 import pytest
@@ -24,14 +23,6 @@ SMALL = {
     "vampprior": {"z_dims": (3,), "hidden": ((16,),), "num_pseudo_inputs": 7},
     "mog-prior": {"z_dims": (3,), "hidden": ((16,),), "num_components": 4},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
