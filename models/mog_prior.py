@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
 from ppvae.models.vae import VAE, VAEConfig
 from ppvae.models.vampprior import PAPER_ARCHITECTURE
@@ -62,8 +62,7 @@ class MoGPriorVAE(VAE):
         self.component_locs = nn.Parameter(torch.randn(c, d) * config.init_spread)
         self.component_raw_scales = nn.Parameter(torch.full((c, d), _SOFTPLUS_INV_1))
 
-    def prior(self) -> dist.MixtureSameFamily:
+    def prior(self) -> DiagonalNormalMixture:
         """p(z_L) with batch shape () and event shape (d,)."""
-        components = dist.Normal(self.component_locs, F.softplus(self.component_raw_scales)).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.mixture_logits), components)
+        return DiagonalNormalMixture(self.component_locs, F.softplus(self.component_raw_scales), self.mixture_logits)
 

@@ -54,8 +54,8 @@ def log_likelihood(
     Works for any model/guide pair following ppvae's convention (local latents and ``"x"`` inside
     ``pyro.plate("data", ...)``), ``pyro.factor`` sites included. Computed on ``x``'s device, in
     chunks of at most ``chunk_elements`` samples x datapoints (default: the model's
-    ``eval_chunk_elements`` attribute if it has one — a mixture prior scores every sample against all
-    its components and needs smaller chunks — else ``CHUNK_ELEMENTS``). With ``diagnostics=True`` returns an
+    ``eval_chunk_elements`` attribute if it has one, for a model whose cost per sample is far from a
+    decoder pass's, else ``CHUNK_ELEMENTS``). With ``diagnostics=True`` returns an
     :class:`ImportanceResult` that adds each datapoint's Pareto-k (``arviz.psislw``) and ESS.
     """
     if chunk_elements is None:
