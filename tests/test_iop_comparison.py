@@ -50,6 +50,15 @@ def test_cells_and_settings():
     assert cfg.early_stopping_patience is not None
     assert BUDGETS["paper"].eval_samples == BUDGETS["medium"].eval_samples == 5000
     assert BUDGETS["quick"].epochs <= 2 and BUDGETS["quick"].limit <= 500
+    # Frey Face (16 steps per epoch) gets the authors' 100-epoch KL warm-up at the medium budget: a
+    # 20-epoch warm-up (320 steps at lr 1e-4) collapsed the VampPrior there (encoder ignoring x,
+    # log p(x) 566 at k=10 and k=5000 alike); see test_vampprior_frey_face_warm_up (slow)
+    frey = BUDGETS["medium"].for_dataset("frey-face")
+    assert (frey.kl_warmup_epochs, frey.patience, frey.name) == (100.0, 50, "medium")
+    assert train_config(frey).kl_warmup_epochs == 100.0
+    mnist = BUDGETS["medium"].for_dataset("mnist")
+    assert mnist == BUDGETS["medium"].for_dataset("omniglot")  # no overrides: the budget itself
+    assert (mnist.epochs, mnist.kl_warmup_epochs) == (BUDGETS["medium"].epochs, BUDGETS["medium"].kl_warmup_epochs)
 
 
 def test_poster_numbers_match_reference():
