@@ -80,8 +80,8 @@ BUDGETS: dict[str, Budget] = {
     "quick": Budget("quick", 2, 0.0, None, 300, 20, 100, 10_000,
                     "machinery check: 2 epochs on the first 300 training images, no warm-up; "
                     "log p(x) on 20 test points with k=100 (not 5000) and k=10"),
-    "medium": Budget("medium", 30, 10.0, None, None, 1000, 5000, 100_000,
-                     "MNIST: 30 epochs, KL warm-up 10 epochs, no early stopping; "
+    "medium": Budget("medium", 20, 10.0, None, None, 1000, 5000, 100_000,
+                     "MNIST: 20 epochs, KL warm-up 10 epochs, no early stopping; "
                      "Frey Face: the authors' KL warm-up of 100 epochs, at most 500 epochs, early stopping patience 50; "
                      "log p(x) on the first 1000 test points (Frey Face: all 200) with k=5000 and k=10",
                      per_dataset={"frey-face": {"epochs": 500, "kl_warmup_epochs": 100.0, "patience": 50}}),
