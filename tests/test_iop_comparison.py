@@ -15,11 +15,12 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from ppvae.cli import main
 from ppvae.errors import ConfigError
 from ppvae.reproduce.iop_comparison import (
-    ARCHITECTURE, BUDGETS, DATASETS, POSTER_LL, PRIORS, load_data, model_options, parse_cells, run_cell, train_config,
+    ARCHITECTURE, BUDGETS, DATASETS, POINTS_FILE, POSTER_LL, PRIORS, load_data, model_options, parse_cells, run_cell, train_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
@@ -77,7 +78,6 @@ def test_poster_numbers_match_reference():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    import torch
 
     out = tmp_path_factory.mktemp("iop-quick")
     threads = torch.get_num_threads()
@@ -110,9 +110,21 @@ def test_quick_table_has_six_finite_rows(quick_run):
             assert float(r["ll_normalized"]) == pytest.approx(float(r["ll"]) - float(r["log_z"]))
         else:
             assert r["log_z"] == "" and r["ll_normalized"] == ""
+        # the paired difference to the standard VAE, from the per-point files, by hand
+        if r["prior"] == "vae":
+            assert r["vs_vae"] == ""
+        else:
+            a = torch.load(quick_run / r["dataset"] / r["prior"] / POINTS_FILE)
+            b = torch.load(quick_run / r["dataset"] / "vae" / POINTS_FILE)
+            assert a["ll"].shape == (20,) and a["ll_k10"].shape == (20,) and a["eval_samples"] == 100
+            d = (a["ll"] - b["ll"]).double() - (float(r["log_z"]) if r["prior"] == "iop" else 0.0)
+            assert float(r["vs_vae"]) == pytest.approx(d.mean().item(), abs=1e-6)
+            assert float(r["vs_vae_se"]) == pytest.approx(d.std().item() / math.sqrt(20), abs=1e-6)
+            # and the file's mean is the table's log p(x)
+            assert a["ll"].double().mean().item() == pytest.approx(float(r["ll"]), abs=1e-6)
     md = (quick_run / "table.md").read_text()
     assert len([l for l in md.splitlines() if l.startswith("| mnist") or l.startswith("| frey-face")]) == 6
-    assert "k=10" in md and "-85.84" in md and "1396.27" in md
+    assert "k=10" in md and "-85.84" in md and "1396.27" in md and "vs VAE (paired)" in md
 
 
 @needs_data
