@@ -78,7 +78,6 @@ def test_poster_numbers_match_reference():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-
     out = tmp_path_factory.mktemp("iop-quick")
     threads = torch.get_num_threads()
     try:
