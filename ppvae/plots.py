@@ -36,7 +36,7 @@ __all__ = [
     "save_training_curves",
 ]
 
-_SKIP_KEYS = frozenset({"epoch", "time", "step"})
+_SKIP_KEYS = frozenset({"epoch", "time", "epoch_seconds", "step"})
 _LOSS_WORDS = frozenset({"loss", "elbo", "nll", "ll", "kl", "rec", "recon", "iwae", "bound", "lml", "nelbo"})
 
 

@@ -121,6 +121,10 @@ def test_quick_table_has_six_finite_rows(quick_run):
             assert float(r["vs_vae_se"]) == pytest.approx(d.std().item() / math.sqrt(20), abs=1e-6)
             # and the file's mean is the table's log p(x)
             assert a["ll"].double().mean().item() == pytest.approx(float(r["ll"]), abs=1e-6)
+    for r in _results(quick_run).values():
+        # wall time = whole epochs (T epochs, validation) summed over sessions + evaluation
+        assert r["train_wall_seconds"] >= r["train_seconds"] > 0
+        assert r["wall_seconds"] == pytest.approx(r["train_wall_seconds"] + r["eval_seconds"])
     md = (quick_run / "table.md").read_text()
     assert len([l for l in md.splitlines() if l.startswith("| mnist") or l.startswith("| frey-face")]) == 6
     assert "k=10" in md and "-85.84" in md and "1396.27" in md and "vs VAE (paired)" in md

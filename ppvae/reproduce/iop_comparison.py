@@ -246,13 +246,15 @@ def run_cell(dataset: str, prior: str, budget: Budget, data: Dataset, out_root: 
         "decoder_parameters": decoder, "encoder_parameters": count_parameters(guide),
         "prior_parameters": prior_parameters(model, guide),
         "ratio_accuracy": history[-1].get("ratio_accuracy") if history else None,
-        "train_seconds": float(sum(h["time"] for h in history)),  # ELBO epochs, summed over sessions
-        "this_session_seconds": time.perf_counter() - t0,  # includes the IOP's T epochs and validation
+        "train_seconds": float(sum(h["time"] for h in history)),  # ELBO steps, summed over sessions
+        # whole epochs (the IOP's T epochs and the validation bound included), summed over sessions
+        "train_wall_seconds": float(sum(h.get("epoch_seconds", h["time"]) for h in history)),
+        "this_session_seconds": time.perf_counter() - t0,
         "num_test": int(x.shape[0]), "eval_points": eval_points, "eval_samples": eval_samples, "small_k": SMALL_K,
         "device": str(device), "machine": machine_description(device), "torch_threads": torch.get_num_threads(),
         **ev,
     }
-    result["wall_seconds"] = result["this_session_seconds"]
+    result["wall_seconds"] = result["train_wall_seconds"] + ev["eval_seconds"]  # true also for a resumed cell
     write_json_atomic(result, result_path)
     z = f", log Z {ev['log_z']:.3f}" if ev["log_z"] is not None else ""
     log(f"{dataset}/{prior}: log p(x) {ev['ll']:.2f} +- {ev['ll_se']:.2f} (k={eval_samples}), "
