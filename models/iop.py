@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 
 from ppvae.density_ratio import DensityRatioEstimator
+from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
+from ppvae.likelihood import _pareto_k
 from ppvae.models.vae import VAE, VAEConfig
 
 if TYPE_CHECKING:
@@ -154,16 +157,40 @@ class IOPVAE(VAE):
         return poutine.trace(guide).get_trace(x).nodes["z"]["value"]
 
     @torch.no_grad()
-    def log_normalizer(self, num_samples: int = 100_000, chunk: int = 10_000) -> float:
-        """Monte Carlo estimate of log Z = log E_N(0,I)[exp(T(z) - log_z)], the log normalizer of the
-        prior the model currently uses: near 0 for a good T (or after ``normalize_prior``)."""
-        running = None
+    def log_normalizer(self, num_samples: int = 100_000, chunk: int = 10_000, *,
+                       proposal: DiagonalNormalMixture | None = None, diagnostics: bool = False):
+        """Importance-sampling estimate of log Z = log E_N(0,I)[exp(T(z) - log_z)], the log normalizer
+        of the prior the model currently uses: near 0 for a good T (or after ``normalize_prior``).
+
+        ``proposal=None`` samples the prior N(0, I) itself. That is unbiased for Z, but a T that
+        separates q(z) from N(0, I) puts almost all of exp(T)'s mass where N(0, I) rarely samples, so
+        the estimate of log Z is then biased low (often by nats) and its weights heavy-tailed. Pass
+        ``proposal`` (e.g. :func:`aggregate_posterior` of the guide on training data) to sample
+        the defensive mixture r = 1/2 N(0, I) + 1/2 proposal instead (Hesterberg 1995): its weights
+        N(z) exp(T(z)) / r(z) stay below 2 exp(T(z)) and are near-constant where T is the true log
+        ratio. ``diagnostics=True`` returns ``(log_z, pareto_k, ess)``: the PSIS Pareto-k of the
+        weights (arviz; above 0.7 the estimate is unreliable) and their effective sample size.
+        """
+        d = self.prior_loc.shape[0]
+        log_w = []
         for start in range(0, int(num_samples), chunk):
             k = min(chunk, int(num_samples) - start)
-            z = self.prior_loc + self.prior_scale * torch.randn(k, self.prior_loc.shape[0], device=self.prior_loc.device)
-            lse = torch.logsumexp(self.log_ratio(z) - self.log_z, 0)
-            running = lse if running is None else torch.logaddexp(running, lse)
-        return float(running) - math.log(int(num_samples))
+            z = self.prior_loc + self.prior_scale * torch.randn(k, d, device=self.prior_loc.device)
+            log_prior = dist.Normal(self.prior_loc, self.prior_scale).log_prob(z).sum(-1)
+            log_r = log_prior
+            if proposal is not None:
+                from_proposal = torch.rand(k, device=z.device) < 0.5
+                z = torch.where(from_proposal[:, None], proposal.sample((k,)), z)
+                log_prior = dist.Normal(self.prior_loc, self.prior_scale).log_prob(z).sum(-1)
+                log_r = torch.logaddexp(log_prior, proposal.log_prob(z)) - math.log(2)
+            log_w.append(log_prior + self.log_ratio(z) - self.log_z - log_r)
+        log_w = torch.cat(log_w).double()
+        log_z = float(torch.logsumexp(log_w, 0) - math.log(log_w.numel()))
+        if not diagnostics:
+            return log_z
+        w = torch.softmax(log_w, 0)
+        pareto_k = float(_pareto_k(log_w.cpu().numpy()[None, :])[0])
+        return log_z, pareto_k, float(1.0 / w.pow(2).sum())
 
     @torch.no_grad()
     def normalize_prior(self, num_samples: int = 100_000) -> float:

@@ -1,4 +1,5 @@
-"""Analysis of a trained pair: reconstructions, samples, posterior means and active units.
+"""Analysis of a trained pair: reconstructions, samples, posterior means, active units and the
+aggregate posterior.
 
 All of these read a pair through Pyro traces, so they work for any model/guide that follows the
 convention, not only ppvae's families.
@@ -9,9 +10,12 @@ from __future__ import annotations
 from typing import Callable
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from ppvae.distributions import DiagonalNormalMixture
+from ppvae.errors import ConfigError
 from ppvae.traces import _sample_sites
 
 OBS = "x"
@@ -80,3 +84,16 @@ def active_units(guide: Callable, x: torch.Tensor, *args, threshold: float = 1e-
         var = torch.cat(ms, 0).var(0, unbiased=False)
         report[name] = {"active": int((var > threshold).sum()), "total": int(var.numel()), "variances": var.tolist()}
     return report
+
+
+@torch.no_grad()
+def aggregate_posterior(guide: Callable, x: torch.Tensor, *args, site: str = "z", **kwargs) -> DiagonalNormalMixture:
+    """The aggregate posterior q(z) = (1/N) sum_i q(z | x_i) of a diagonal-Gaussian guide site over
+    the rows of ``x``, as one mixture distribution (read from a trace of the guide on ``x``)."""
+    fn = poutine.trace(guide).get_trace(x, *args, **kwargs).nodes[site]["fn"]
+    while isinstance(fn, (dist.Independent, torch.distributions.Independent)):
+        fn = fn.base_dist
+    if not isinstance(fn, torch.distributions.Normal):
+        raise ConfigError(f"aggregate_posterior needs a diagonal Normal at guide site {site!r}, got {type(fn).__name__}")
+    loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
+    return DiagonalNormalMixture(loc.reshape(x.shape[0], -1), scale.reshape(x.shape[0], -1))

@@ -11,7 +11,9 @@ import torch
 from pyro import poutine
 
 import ppvae
+from ppvae.analysis import aggregate_posterior
 from ppvae.density_ratio import DensityRatioEstimator
+from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
 from ppvae.experiments import iop_toy
 from ppvae.guides.vae import GaussianEncoder
@@ -335,3 +337,52 @@ def test_toy_experiment_runs(tmp_path):
     iop = results["iop"]
     assert iop["log_px_normalized"] == pytest.approx(iop["log_px"] - iop["prior_log_z"])
     assert (tmp_path / "results.json").exists()
+
+
+class GaussianRatio(torch.nn.Module):
+    """T(z) = log N(z; m, s^2 I) - log N(z; 0, I), the exact log ratio of a concentrated q: Z = 1."""
+
+    def __init__(self, m: torch.Tensor, s: float):
+        super().__init__()
+        self.register_buffer("m", m)
+        self.s = s
+
+    def forward(self, z, *, dropout=False):
+        q = torch.distributions.Normal(self.m, self.s).log_prob(z).sum(-1)
+        return q - torch.distributions.Normal(torch.zeros_like(self.m), 1.0).log_prob(z).sum(-1)
+
+
+def test_defensive_proposal_fixes_the_log_normalizer_of_a_concentrated_ratio():
+    """With q = N(m, 0.1^2 I) far from N(0, I), sampling the prior almost never lands where exp(T)
+    lives: its log Z is biased low by nats and its Pareto-k flags it. The defensive mixture with
+    the aggregate posterior as proposal recovers log Z = 0."""
+    model, _ = iop_pair()
+    d = model.prior_loc.shape[0]
+    m = torch.full((d,), 1.5)
+    model.log_ratio = GaussianRatio(m, 0.1)
+    torch.manual_seed(0)
+    naive, k_naive, _ = model.log_normalizer(20_000, diagnostics=True)
+    assert naive < -1.0 and k_naive > 0.7
+    # the aggregate posterior of a guide whose q(z|x) are N(m + small offsets, 0.1^2)
+    proposal = DiagonalNormalMixture(m + 0.05 * torch.randn(50, d), torch.full((50, d), 0.1))
+    log_z, k_hat, ess = model.log_normalizer(20_000, proposal=proposal, diagnostics=True)
+    assert log_z == pytest.approx(0.0, abs=0.03) and k_hat < 0.5 and ess > 5000
+    # and it stays right where the naive estimator is fine (the linear ratio: log Z = |a|^2 / 2)
+    a = torch.tensor([0.5, -0.3, 0.2])
+    model.log_ratio = LinearRatio(a)
+    wide = DiagonalNormalMixture(torch.zeros(1, d), torch.full((1, d), 2.0))
+    assert model.log_normalizer(100_000, proposal=wide) == pytest.approx(float(a @ a) / 2, abs=0.01)
+
+
+def test_aggregate_posterior_is_the_mixture_of_the_guide_posteriors():
+    model, guide = iop_pair()
+    x = binary_x(6)
+    q = aggregate_posterior(guide, x)
+    loc, scale = guide.layers[0](x)
+    torch.testing.assert_close(q.loc, loc)
+    torch.testing.assert_close(q.scale, scale)
+    z = torch.randn(7, loc.shape[1])
+    hand = torch.logsumexp(torch.stack([torch.distributions.Normal(loc[i], scale[i]).log_prob(z).sum(-1) for i in range(6)]), 0) - math.log(6)
+    torch.testing.assert_close(q.log_prob(z), hand)
+    with pytest.raises(ConfigError, match="diagonal Normal"):
+        aggregate_posterior(lambda x: pyro.sample("z", pyro.distributions.Bernoulli(0.5)), x)

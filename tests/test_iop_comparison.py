@@ -165,6 +165,15 @@ def test_cells_resume_and_table_only(quick_run, capsys):
     assert r["epochs_trained"] == 2 and (cell / "metrics.jsonl").read_text() == metrics_before
     assert {k: v["this_session_seconds"] for k, v in _results(quick_run).items() if k != ("mnist", "iop")} == \
         {k: v for k, v in before.items() if k != ("mnist", "iop")}
+    # --re-evaluate evaluates a finished cell again without training it
+    stamp = (cell / "result.json").stat().st_mtime_ns
+    main(["reproduce", "iop-comparison", "--budget", "quick", "--out", str(quick_run), "--data-root", str(DATA),
+          "--device", "cpu", "--cells", "frey-face/iop", "--re-evaluate"])
+    again = json.loads((quick_run / "frey-face" / "iop" / "result.json").read_text())
+    assert again["epochs_trained"] == 2 and again["this_session_seconds"] != before[("frey-face", "iop")]
+    assert (cell / "result.json").stat().st_mtime_ns == stamp  # other cells untouched
+    # the IOP's log Z: defensive importance sampling, with its Pareto-k, and the prior-only figure
+    assert math.isfinite(again["log_z"]) and math.isfinite(again["log_z_prior_mc"]) and again["log_z_pareto_k"] is not None
     # another budget in the same folder is refused, not mixed in
     (cell / "result.json").unlink()
     data = load_data("mnist", BUDGETS["quick"], str(DATA))

@@ -114,6 +114,7 @@ def _add_iop_comparison(sub, fmt) -> None:
     i.add_argument("--data-root", default=None, help="folder holding MNIST/ and FreyFace/ (default: $PPVAE_DATA, then ~/.cache/ppvae)")
     i.add_argument("--eval-samples", type=int, default=None, help="the large k of log p(x) (default: the budget's; 5000 at medium/paper); k=10 is always also reported")
     i.add_argument("--eval-points", type=int, default=None, help="evaluate the first N test points (default: the budget's)")
+    i.add_argument("--re-evaluate", action="store_true", help="evaluate finished cells again (no training), e.g. after the evaluator changed")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     i.set_defaults(func=cmd_iop_comparison)
@@ -135,7 +136,7 @@ def cmd_iop_comparison(args) -> int:
         root = str(Path(args.data_root).resolve()) if args.data_root else None
         print(f"budget {budget.name}: {budget.description}; device {device}", flush=True)
         run_comparison(cells, budget, out, data_root=root, seed=args.seed, device=device, eval_samples=args.eval_samples,
-                       eval_points=args.eval_points, log=lambda s: print(s, flush=True))
+                       eval_points=args.eval_points, re_evaluate=args.re_evaluate, log=lambda s: print(s, flush=True))
     rows = write_table(out)
     print(render_markdown(rows))
     print(f"wrote {out / 'table.md'}, {out / 'table.csv'}")
