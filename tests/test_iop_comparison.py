@@ -106,7 +106,11 @@ def test_quick_table_has_six_finite_rows(quick_run):
         assert r["machine"].startswith("CPU")
         # only the IOP has a log normalizer; its normalized figure is log p(x) - log Z
         if r["prior"] == "iop":
-            assert float(r["ll_normalized"]) == pytest.approx(float(r["ll"]) - float(r["log_z"]))
+            # a normalized figure only where log Z's importance weights are trustworthy
+            if float(r["log_z_pareto_k"]) <= 0.7:
+                assert float(r["ll_normalized"]) == pytest.approx(float(r["ll"]) - float(r["log_z"]))
+            else:
+                assert r["ll_normalized"] == ""
         else:
             assert r["log_z"] == "" and r["ll_normalized"] == ""
         # the paired difference to the standard VAE, from the per-point files, by hand
@@ -116,7 +120,7 @@ def test_quick_table_has_six_finite_rows(quick_run):
             a = torch.load(quick_run / r["dataset"] / r["prior"] / POINTS_FILE)
             b = torch.load(quick_run / r["dataset"] / "vae" / POINTS_FILE)
             assert a["ll"].shape == (20,) and a["ll_k10"].shape == (20,) and a["eval_samples"] == 100
-            d = (a["ll"] - b["ll"]).double() - (float(r["log_z"]) if r["prior"] == "iop" else 0.0)
+            d = (a["ll"] - b["ll"]).double()
             assert float(r["vs_vae"]) == pytest.approx(d.mean().item(), abs=1e-6)
             assert float(r["vs_vae_se"]) == pytest.approx(d.std().item() / math.sqrt(20), abs=1e-6)
             # and the file's mean is the table's log p(x)

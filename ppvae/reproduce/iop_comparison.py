@@ -56,6 +56,7 @@ POSTER_LL: dict[tuple[str, str], float] = {
 }
 
 SMALL_K = 10  # the authors' evaluation sample count
+PARETO_K_RELIABLE = 0.7  # PSIS Pareto-k above which an importance-sampling estimate is unreliable
 PROPOSAL_POINTS = 2000  # validation points whose q(z|x) mix into the proposal for the IOP's log Z
 POINTS_FILE = "test_log_px.pt"  # per-test-point log p(x) of a cell, k=eval_samples and k=10
 
@@ -191,8 +192,10 @@ def evaluate(model, guide, x: torch.Tensor, *, eval_samples: int, log_z_samples:
         torch.manual_seed(seed)
         out["log_z"], out["log_z_pareto_k"], out["log_z_ess"] = model.log_normalizer(
             log_z_samples, proposal=proposal, diagnostics=True)
-        out["ll_normalized"] = out["ll"] - out["log_z"]
-        out["ll_k10_normalized"] = out["ll_k10"] - out["log_z"]
+        # Normalized figures only where the estimate of log Z can be trusted (PSIS k <= 0.7)
+        reliable = out["log_z_pareto_k"] <= PARETO_K_RELIABLE
+        out["ll_normalized"] = out["ll"] - out["log_z"] if reliable else None
+        out["ll_k10_normalized"] = out["ll_k10"] - out["log_z"] if reliable else None
     out["eval_seconds"] = time.perf_counter() - t0
     return out
 
@@ -283,17 +286,17 @@ COLUMNS = ["dataset", "prior", "ll", "ll_se", "ll_k10", "log_z", "log_z_pareto_k
            "poster_ll", "difference", "epochs_trained", "wall_seconds", "machine", "budget", "num_test", "eval_samples"]
 
 
-def paired_difference(cell_dir: Path, vae_dir: Path, log_z: float | None = None) -> tuple[float, float] | None:
+def paired_difference(cell_dir: Path, vae_dir: Path) -> tuple[float, float] | None:
     """Mean and standard error of log p(x_i) - log p_VAE(x_i) over the test points both cells
-    scored with the same k (``log_z`` subtracted: the IOP's normalized figure); None when either
-    cell has no per-point file or they differ in points or k."""
+    scored with the same k; None when either cell has no per-point file or they differ in points
+    or k. For the IOP this is its plain (unnormalized-prior) figure: its log Z is reported beside."""
     a_path, b_path = cell_dir / POINTS_FILE, vae_dir / POINTS_FILE
     if not (a_path.exists() and b_path.exists()):
         return None
     a, b = load(a_path), load(b_path)
     if (a["num_test"], a["eval_samples"]) != (b["num_test"], b["eval_samples"]):
         return None
-    return mean_and_se(a["ll"].double() - b["ll"].double() - (log_z or 0.0))
+    return mean_and_se(a["ll"].double() - b["ll"].double())
 
 
 def table_rows(out_root: str | Path) -> list[dict]:
@@ -313,8 +316,10 @@ def table_rows(out_root: str | Path) -> list[dict]:
             paired = None
             if r and prior != "vae":
                 root = Path(out_root) / dataset
-                paired = paired_difference(root / prior, root / "vae", r.get("log_z"))
+                paired = paired_difference(root / prior, root / "vae")
             row["vs_vae"], row["vs_vae_se"] = paired if paired else (None, None)
+            if r.get("log_z_pareto_k") is not None and r["log_z_pareto_k"] > PARETO_K_RELIABLE:
+                row["ll_normalized"] = None  # also for results written before this rule
             rows.append(row)
     return rows
 
@@ -335,10 +340,10 @@ def render_markdown(rows: list[dict]) -> str:
         "evaluation: a looser estimate, biased low. log Z: the IOP prior N(0, I) exp T(z) is not exactly "
         "normalized (T is an estimate); log Z is estimated by defensive importance sampling (half N(0, I), half the "
         "aggregate posterior of 2000 validation points), with the Pareto-k of its weights in brackets (above 0.7: "
-        "unreliable); 'normalized' = log p(x) - log Z. Poster: the paper's figures "
+        "unreliable, and no normalized figure is given); 'normalized' = log p(x) - log Z. Poster: the paper's figures "
         "(k=10, their full training); difference = ours - poster. vs VAE: the paired difference "
         "log p(x_i) - log p_VAE(x_i) at the large k on the same test points, mean +- its standard error "
-        "(for the IOP with its prior normalized); positive: better than the standard VAE.",
+        "(for the IOP: with its prior as trained, unnormalized); positive: better than the standard VAE.",
         "",
         "| dataset | prior | log p(x) (k) | k=10 | log Z | normalized | vs VAE (paired) | poster | difference | epochs | wall time | machine | test points x k |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -349,9 +354,13 @@ def render_markdown(rows: list[dict]) -> str:
         test = f"{r['num_test']} x {r['eval_samples']}" if ran else ""
         diff = "" if r["difference"] is None else f"{r['difference']:+.2f}"
         paired = "" if r["vs_vae"] is None else f"{r['vs_vae']:+.2f} +- {r['vs_vae_se']:.2f}"
-        log_z = _f(r["log_z"], 3) + (f" (k {r['log_z_pareto_k']:.2f})" if r.get("log_z_pareto_k") is not None else "")
+        k_hat = r.get("log_z_pareto_k")
+        log_z = _f(r["log_z"], 3) + (f" (k {float(k_hat):.2f})" if k_hat not in (None, "") else "")
+        normalized = _f(r["ll_normalized"])
+        if r["log_z"] is not None and r["ll_normalized"] is None:
+            normalized = "log Z unreliable"
         lines.append(f"| {r['dataset']} | {PRIOR_TITLES[r['prior']]} | {ll} | {_f(r['ll_k10'])} | {log_z} "
-                     f"| {_f(r['ll_normalized'])} | {paired} | {_f(r['poster_ll'])} | {diff} | {_f(r['epochs_trained'])} "
+                     f"| {normalized} | {paired} | {_f(r['poster_ll'])} | {diff} | {_f(r['epochs_trained'])} "
                      f"| {format_duration(r['wall_seconds'])} | {r['machine'] or ''} | {test} |")
     return "\n".join(lines) + "\n"
 
