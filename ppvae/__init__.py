@@ -8,9 +8,10 @@ The public API::
     ppvae.log_likelihood                    per-datapoint importance-sampled log p(x)
     ppvae.evaluate_pair                     the full evaluation report
     ppvae.sample, ppvae.reconstruct         pictures of what a pair learned
+    ppvae.active_units, aggregate_posterior what the latents carry; q(z) as a mixture
 """
 
-from ppvae.analysis import active_units, reconstruct, sample
+from ppvae.analysis import active_units, aggregate_posterior, reconstruct, sample
 from ppvae.data import Dataset, from_array, load_dataset, load_file
 from ppvae.errors import CheckpointError, ConfigError, DataError, DataNotFoundError, PPVAEError, TrainingDivergedError
 from ppvae.evaluate import evaluate_pair
@@ -24,6 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Dataset", "from_array", "load_dataset", "load_file",
     "build", "FAMILIES", "fit", "TrainConfig", "FitResult", "OBJECTIVES", "get_objective",
-    "log_likelihood", "evaluate_pair", "sample", "reconstruct", "active_units",
+    "log_likelihood", "evaluate_pair", "sample", "reconstruct", "active_units", "aggregate_posterior",
     "PPVAEError", "DataError", "DataNotFoundError", "ConfigError", "TrainingDivergedError", "CheckpointError",
 ]
