@@ -14,7 +14,7 @@ from pyro import poutine
 from ppvae.density_ratio import DensityRatioEstimator
 from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
-from ppvae.likelihood import _pareto_k
+from ppvae.likelihood import pareto_k
 from ppvae.models.vae import VAE, VAEConfig
 
 if TYPE_CHECKING:
@@ -181,21 +181,18 @@ class IOPVAE(VAE):
         for start in range(0, int(num_samples), chunk):
             k = min(chunk, int(num_samples) - start)
             z = self.prior_loc + self.prior_scale * torch.randn(k, d, device=self.prior_loc.device)
+            if proposal is not None:  # each draw from N(0, I) or from the proposal, with probability 1/2
+                z = torch.where(torch.rand(k, 1, device=z.device) < 0.5, proposal.sample((k,)), z)
             log_prior = dist.Normal(self.prior_loc, self.prior_scale).log_prob(z).sum(-1)
-            log_r = log_prior
-            if proposal is not None:
-                from_proposal = torch.rand(k, device=z.device) < 0.5
-                z = torch.where(from_proposal[:, None], proposal.sample((k,)), z)
-                log_prior = dist.Normal(self.prior_loc, self.prior_scale).log_prob(z).sum(-1)
-                log_r = torch.logaddexp(log_prior, proposal.log_prob(z)) - math.log(2)
+            log_r = log_prior if proposal is None else torch.logaddexp(log_prior, proposal.log_prob(z)) - math.log(2)
             log_w.append(log_prior + self.log_ratio(z) - self.log_z - log_r)
         log_w = torch.cat(log_w).double()
         log_z = float(torch.logsumexp(log_w, 0) - math.log(log_w.numel()))
         if not diagnostics:
             return log_z
         w = torch.softmax(log_w, 0)
-        pareto_k = float(_pareto_k(log_w.cpu().numpy()[None, :])[0])
-        return log_z, pareto_k, float(1.0 / w.pow(2).sum())
+        k_hat = float(pareto_k(log_w.cpu().numpy()[None, :])[0])
+        return log_z, k_hat, float(1.0 / w.pow(2).sum())
 
     @torch.no_grad()
     def normalize_prior(self, num_samples: int = 100_000) -> float:

@@ -84,7 +84,7 @@ def log_likelihood(
             log_px[start : start + xb.shape[0]] = running - math.log(num_samples)
             if diagnostics:
                 lw = torch.cat(chunks, 0).T.double().numpy()  # (b, S): samples on the last axis
-                k_hat[start : start + xb.shape[0]] = _pareto_k(lw)
+                k_hat[start : start + xb.shape[0]] = pareto_k(lw)
                 w = np.exp(lw - lw.max(1, keepdims=True))
                 w /= w.sum(1, keepdims=True)
                 ess[start : start + xb.shape[0]] = 1.0 / (w**2).sum(1)
@@ -99,7 +99,7 @@ def log_likelihood(
     return ImportanceResult(log_px, torch.from_numpy(k_hat).float(), torch.from_numpy(ess).float())
 
 
-def _pareto_k(log_weights: np.ndarray) -> np.ndarray:
+def pareto_k(log_weights: np.ndarray) -> np.ndarray:
     """PSIS Pareto-k per row (Vehtari et al. 2015), via arviz."""
     import warnings
 

@@ -157,9 +157,9 @@ def test_pareto_k_of_an_exact_proposal_is_not_flagged():
     must not exceed the 0.7 threshold (arviz alone reports inf there)."""
     import numpy as np
 
-    from ppvae.likelihood import _pareto_k
+    from ppvae.likelihood import pareto_k
 
     lw = np.zeros((3, 200))
     lw[2] = np.random.default_rng(0).standard_t(1.5, 200) * 3  # heavy-tailed: flagged
-    k = _pareto_k(lw)
+    k = pareto_k(lw)
     assert k[0] == 0 and k[1] == 0 and k[2] > 0.7
