@@ -194,3 +194,17 @@ def test_model_options_follow_the_data():
     class Fake:
         likelihood = "normal"
     assert model_options("iop", Fake()) == {**ARCHITECTURE, "likelihood": "normal"}
+
+
+@needs_data
+def test_log_z_script_on_a_trained_iop_cell(quick_run, capsys):
+    from ppvae.experiments import iop_log_z
+
+    assert iop_log_z.main([str(quick_run / "frey-face" / "iop"), "--samples", "2000", "--data-root", str(DATA)]) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines()[2:] if l.strip()]
+    assert len(rows) == 9  # N(0, I) alone, 5 widened aggregate posteriors, 3 moment-matched Gaussians
+    for row in rows:
+        log_z, k_hat, ess = (float(v) for v in row.split()[-3:])
+        assert math.isfinite(log_z) and math.isfinite(k_hat) and 1.0 <= ess <= 2000
+    with pytest.raises(ConfigError, match="needs an 'iop' run"):
+        iop_log_z.main([str(quick_run / "frey-face" / "vae"), "--data-root", str(DATA)])
