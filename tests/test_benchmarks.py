@@ -121,3 +121,14 @@ def test_hand_written_evaluator_matches_ppvae():
     torch.manual_seed(3)
     got = ppvae.log_likelihood(model, guide, x, num_samples=300, chunk_elements=1_000)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-3)
+
+
+def test_mixture_prior_prints_times_and_errors():
+    out = run("mixture_prior.py")
+    check_machine_line(out)
+    rows = {m.group(1): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^(DiagonalNormalMixture|MixtureSameFamily)\s+([0-9.]+)\s+([0-9.e+-]+)$", out, re.M)}
+    assert set(rows) == {"DiagonalNormalMixture", "MixtureSameFamily"}
+    assert all(t > 0 for t, _ in rows.values())
+    assert rows["DiagonalNormalMixture"][1] < 1e-3  # the float64 quadratic form: no cancellation error
+    assert re.search(r"^speed-up: [0-9.]+x$", out, re.M)
