@@ -74,9 +74,10 @@ class DiagonalNormalMixture(TorchDistribution):
     The broadcast form materializes an (N, K, d) tensor (N = particles x datapoints): at the
     VampPrior's K=500, d=40 that is 20,000 floats per sample, 25x a 784-pixel decoder output, and
     it made VampPrior evaluation ~15x slower than a plain VAE's. The matmul form needs (N, K) and
-    scored 20,000 points against K=500, d=40 components ~10x faster on one CPU thread. The
-    quadratic form is computed in float64 (see ``component_log_prob``); tested equal to the
-    float64 broadcast form within 1e-4 nats, also at component scales of 0.02.
+    scored 20,000 points against K=500, d=40 components 9-14x faster on one CPU thread
+    (``benchmarks/mixture_prior.py``). The quadratic form is computed in float64 (see
+    ``component_log_prob``); tested equal to the float64 broadcast form within 1e-4 nats, also at
+    component scales of 0.02.
 
     Batch shape () (expandable: every batch element shares the components), event shape (d,).
     Not reparameterizable (``has_rsample = False``), like ``MixtureSameFamily``; as a prior it is
