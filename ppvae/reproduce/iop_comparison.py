@@ -36,7 +36,7 @@ from ppvae.analysis import aggregate_posterior
 from ppvae.checkpoint import load, save_atomic
 from ppvae.data import Dataset, load_dataset
 from ppvae.errors import ConfigError
-from ppvae.evaluate import mean_and_se
+from ppvae.evaluate import PARETO_K_THRESHOLD, mean_and_se
 from ppvae.likelihood import log_likelihood
 from ppvae.registry import build
 from ppvae.reproduce.common import format_duration, read_json, render_csv, write_json_atomic, write_tables
@@ -56,7 +56,6 @@ POSTER_LL: dict[tuple[str, str], float] = {
 }
 
 SMALL_K = 10  # the authors' evaluation sample count
-PARETO_K_RELIABLE = 0.7  # PSIS Pareto-k above which an importance-sampling estimate is unreliable
 PROPOSAL_POINTS = 2000  # validation points whose q(z|x) mix into the proposal for the IOP's log Z
 POINTS_FILE = "test_log_px.pt"  # per-test-point log p(x) of a cell, k=eval_samples and k=10
 
@@ -193,7 +192,7 @@ def evaluate(model, guide, x: torch.Tensor, *, eval_samples: int, log_z_samples:
         out["log_z"], out["log_z_pareto_k"], out["log_z_ess"] = model.log_normalizer(
             log_z_samples, proposal=proposal, diagnostics=True)
         # Normalized figures only where the estimate of log Z can be trusted (PSIS k <= 0.7)
-        reliable = out["log_z_pareto_k"] <= PARETO_K_RELIABLE
+        reliable = out["log_z_pareto_k"] <= PARETO_K_THRESHOLD
         out["ll_normalized"] = out["ll"] - out["log_z"] if reliable else None
         out["ll_k10_normalized"] = out["ll_k10"] - out["log_z"] if reliable else None
     out["eval_seconds"] = time.perf_counter() - t0
@@ -318,7 +317,7 @@ def table_rows(out_root: str | Path) -> list[dict]:
                 root = Path(out_root) / dataset
                 paired = paired_difference(root / prior, root / "vae")
             row["vs_vae"], row["vs_vae_se"] = paired if paired else (None, None)
-            if r.get("log_z_pareto_k") is not None and r["log_z_pareto_k"] > PARETO_K_RELIABLE:
+            if r.get("log_z_pareto_k") is not None and r["log_z_pareto_k"] > PARETO_K_THRESHOLD:
                 row["ll_normalized"] = None  # also for results written before this rule
             rows.append(row)
     return rows
