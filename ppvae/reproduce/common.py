@@ -61,6 +61,34 @@ def write_tables(out_root: Path, markdown: str, csv_text: str) -> None:
     write_text_atomic(csv_text, out_root / "table.csv")
 
 
+def finished_result(cell_dir: Path, budget: str, epochs: int, eval_samples: int, eval_points: int | None) -> dict | None:
+    """The cell's ``result.json`` if it was written for this budget and evaluation, else None."""
+    path = Path(cell_dir) / "result.json"
+    if not path.exists():
+        return None
+    old = read_json(path)
+    same = (old["budget"], old["epochs"], old["eval_samples"], old["eval_points"]) == (budget, epochs, eval_samples, eval_points)
+    return old if same else None
+
+
+def budgets_line(rows: list[dict], budgets: dict, label: str = "Budget(s)") -> str:
+    """"Budget(s): medium. medium: <its description>." for the budgets the rows ran under."""
+    names = sorted({r["budget"] for r in rows if r["budget"]})
+    return (f"{label}: {', '.join(names) or 'none'}. "
+            + "; ".join(f"{b}: {budgets[b].description}" for b in names if b in budgets) + ".")
+
+
+def write_result_tables(out_root: str | os.PathLike, rows: list[dict], render_markdown: Callable[[list[dict]], str],
+                        columns: list[str], layout: str) -> list[dict]:
+    """Both tables of a harness from its ``rows`` (refused when there are none: ``layout`` names
+    where the cells' result.json files should be, e.g. ``<dataset>/<prior>``); returns ``rows``."""
+    out_root = Path(out_root)
+    if not rows:
+        raise ConfigError(f"no result.json under {out_root}/{layout}/: run some cells first")
+    write_tables(out_root, render_markdown(rows), render_csv(rows, columns))
+    return rows
+
+
 def read_json(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -39,7 +39,7 @@ from ppvae.errors import ConfigError
 from ppvae.evaluate import PARETO_K_THRESHOLD, mean_and_se
 from ppvae.likelihood import log_likelihood
 from ppvae.registry import build
-from ppvae.reproduce.common import format_duration, read_json, render_csv, write_json_atomic, write_tables
+from ppvae.reproduce.common import budgets_line, finished_result, format_duration, read_json, write_json_atomic, write_result_tables
 from ppvae.train import TrainConfig, fit
 
 DATASETS = ("mnist", "frey-face")
@@ -213,11 +213,10 @@ def run_cell(dataset: str, prior: str, budget: Budget, data: Dataset, out_root: 
     eval_points = eval_points if eval_points is not None else budget.eval_points
     config = train_config(budget, seed=seed, device=str(device))
     result_path = cell_dir / "result.json"
-    if result_path.exists() and not re_evaluate:
-        old = read_json(result_path)
-        if (old["budget"], old["epochs"], old["eval_samples"], old["eval_points"]) == (budget.name, config.epochs, eval_samples, eval_points):
-            log(f"{dataset}/{prior}: done already (result.json)")
-            return old
+    done = None if re_evaluate else finished_result(cell_dir, budget.name, config.epochs, eval_samples, eval_points)
+    if done is not None:
+        log(f"{dataset}/{prior}: done already (result.json)")
+        return done
     last = cell_dir / "last.pt"
     resume = last.exists()
     ckpt = load(last) if resume else None
@@ -328,12 +327,10 @@ def _f(v, digits: int = 2) -> str:
 
 
 def render_markdown(rows: list[dict]) -> str:
-    budgets = sorted({r["budget"] for r in rows if r["budget"]})
     lines = [
         "# Learned priors (Takahashi et al. 2019): standard VAE vs VampPrior vs IOP",
         "",
-        f"Budget(s): {', '.join(budgets) or 'none'}. "
-        + "; ".join(f"{b}: {BUDGETS[b].description}" for b in budgets if b in BUDGETS) + ".",
+        budgets_line(rows, BUDGETS),
         "log p(x): mean test log-likelihood in nats (higher is better), importance sampling with k samples "
         "(k=5000 at medium/paper) +- its standard error over test points. The k=10 column is the authors' "
         "evaluation: a looser estimate, biased low. log Z: the IOP prior N(0, I) exp T(z) is not exactly "
@@ -366,12 +363,7 @@ def render_markdown(rows: list[dict]) -> str:
 
 def write_table(out_root: str | Path) -> list[dict]:
     """Rebuild ``table.md`` and ``table.csv`` in ``out_root`` from the results present."""
-    out_root = Path(out_root)
-    rows = table_rows(out_root)
-    if not rows:
-        raise ConfigError(f"no result.json under {out_root}/<dataset>/<prior>/: run some cells first")
-    write_tables(out_root, render_markdown(rows), render_csv(rows, COLUMNS))
-    return rows
+    return write_result_tables(out_root, table_rows(out_root), render_markdown, COLUMNS, "<dataset>/<prior>")
 
 
 def run_comparison(cells: Iterable[tuple[str, str]], budget: Budget, out_root: str | Path, *,

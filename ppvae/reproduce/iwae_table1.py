@@ -33,7 +33,7 @@ import torch
 from ppvae.checkpoint import load
 from ppvae.errors import ConfigError
 from ppvae.registry import build
-from ppvae.reproduce.common import evaluate_cell, format_active, format_duration, read_json, render_csv, write_json_atomic, write_tables
+from ppvae.reproduce.common import budgets_line, finished_result, evaluate_cell, format_active, format_duration, read_json, write_json_atomic, write_result_tables
 from ppvae.reproduce.paper_numbers import PAPER_ACTIVE_UNITS, PAPER_NLL
 
 from ppvae.schedules import burda_stages
@@ -158,11 +158,10 @@ def run_cell(cell: Cell, budget: Budget, data, out_root: str | Path, *, binariza
     eval_points = eval_points if eval_points is not None else budget.eval_points
     config = train_config(cell, budget, seed=seed, device=str(device), batch_size=batch_size)
     result_path = cell_dir / "result.json"
-    if result_path.exists():
-        old = read_json(result_path)
-        if (old["budget"], old["epochs"], old["eval_samples"], old["eval_points"]) == (budget.name, config.epochs, eval_samples, eval_points):
-            log(f"{binarization}/{cell.name}: done already (result.json)")
-            return old
+    done = finished_result(cell_dir, budget.name, config.epochs, eval_samples, eval_points)
+    if done is not None:
+        log(f"{binarization}/{cell.name}: done already (result.json)")
+        return done
     last = cell_dir / "last.pt"
     resume = last.exists()
     start = _check_resumable(last, config) if resume else 0
@@ -250,12 +249,10 @@ def _signed(v: float | None) -> str:
 
 
 def render_markdown(rows: list[dict]) -> str:
-    budgets = sorted({r["budget"] for r in rows if r["budget"]})
     lines = [
         "# IWAE Table 1 (Burda et al. 2016): our runs vs the paper",
         "",
-        f"Budget(s) of the runs below: {', '.join(budgets) or 'none'}. "
-        + "; ".join(f"{b}: {BUDGETS[b].description}" for b in budgets if b in BUDGETS) + ".",
+        budgets_line(rows, BUDGETS, "Budget(s) of the runs below"),
         "NLL = -mean log p(x) on the test points (importance sampling, the paper used 5000 samples on all 10,000). "
         "At k=1 the VAE and IWAE objectives coincide: one run (cell k1-L*) fills both rows. "
         "Difference = ours - paper (positive: ours is worse). Active units: Cov_x(E_q[u|x]) > 1e-2, per "
@@ -276,12 +273,7 @@ def render_markdown(rows: list[dict]) -> str:
 
 def write_table(out_root: str | Path) -> list[dict]:
     """Rebuild ``table.md`` and ``table.csv`` in ``out_root`` from all results present."""
-    out_root = Path(out_root)
-    rows = table_rows(out_root)
-    if not rows:
-        raise ConfigError(f"no result.json under {out_root}/<binarization>/<cell>/: run some cells first")
-    write_tables(out_root, render_markdown(rows), render_csv(rows, COLUMNS))
-    return rows
+    return write_result_tables(out_root, table_rows(out_root), render_markdown, COLUMNS, "<binarization>/<cell>")
 
 
 def run_table1(cells: Iterable[Cell], budget: Budget, data, out_root: str | Path, **kwargs) -> list[dict]:
