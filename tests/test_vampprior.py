@@ -73,6 +73,79 @@ def test_vampprior_density_is_the_mixture_of_guide_posteriors_at_pseudo_inputs()
     torch.testing.assert_close(tr.model_sites["z"].log_prob, hand_mixture(z, log_w, locs, scales))
 
 
+# A VampPrior whose encoder and decoder are linear (hidden=[[]]) with a constant-variance Gaussian
+# decoder: each prior component q(z | u_k) = N(mu_k, diag sigma_k^2) pushed through
+# x = W z + b + N(0, diag s^2) is a Gaussian in x, so p(x) = (1/K) sum_k N(x; W mu_k + b,
+# W diag(sigma_k^2) W^T + diag s^2) exactly: a closed form for ppvae.log_likelihood to match.
+LINEAR_VAMP = {"z_dims": [2], "hidden": [[]], "likelihood": "normal", "num_pseudo_inputs": 3}
+
+
+def linear_vampprior():
+    """x_dim 3, z 2, K 3. Encoder: loc = x[:2], scale = softplus(2 x3 - 1, 1.5 x3 - 0.8), so the
+    pseudo-inputs' first two coordinates place the components and their third sets the widths;
+    at the test points (x3 in [0.4, 1]) the guide is a wider proposal than the posterior. Decoder:
+    x[:2] = z + noise, x3 = 0.7 + noise (independent of z), noise scales softplus(-1, -0.5, 0)."""
+    model, guide, _ = ppvae.build("vampprior", 3, LINEAR_VAMP)
+    with torch.no_grad():
+        # rows 2 and 3 have coordinates outside [0, 1]: the prior must use hardtanh(u, 0, 1)
+        model.pseudo_inputs.copy_(torch.tensor([[0.0, -0.5, 0.3], [1.0, 0.1, 1.0], [0.2, 1.4, -0.3]]))
+        enc = model.encoder.net[0]
+        enc.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 1.5]]))
+        enc.bias.copy_(torch.tensor([0.0, 0.0, -1.0, -0.8]))
+        dec = model.decoder[0]  # outputs (loc, raw scale) of the 3 pixels
+        dec.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+        dec.bias.copy_(torch.tensor([0.0, 0.0, 0.7, -1.0, -0.5, 0.0]))
+    assert guide.layers[0] is model.encoder
+    return model, guide
+
+
+def exact_marginal(model: VampPriorVAE, weights: torch.Tensor | None = None) -> torch.distributions.Distribution:
+    """p(x) of linear_vampprior's pair, in float64, from its weights by hand (not from model.prior())."""
+    d = lambda t: t.detach().double()  # noqa: E731
+    enc, dec = model.encoder.net[0], model.decoder[0]
+    u = d(model.pseudo_inputs).clamp(0.0, 1.0)
+    h = u @ d(enc.weight).T + d(enc.bias)
+    mu, sigma = h[:, :2], torch.nn.functional.softplus(h[:, 2:])
+    W, b = d(dec.weight)[:3], d(dec.bias)[:3]
+    s = torch.nn.functional.softplus(d(dec.bias)[3:]) + model.config.min_scale
+    loc = mu @ W.T + b
+    cov = W @ torch.diag_embed(sigma**2) @ W.T + torch.diag(s**2)
+    k = u.shape[0]
+    weights = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else weights
+    return torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(probs=weights), torch.distributions.MultivariateNormal(loc, cov)
+    )
+
+
+def test_vampprior_log_likelihood_equals_the_closed_form_marginal():
+    model, guide = linear_vampprior()
+    px = exact_marginal(model)
+    torch.manual_seed(0)
+    x = px.sample((30,)).float()
+    x[:, 2] = torch.linspace(0.4, 1.0, 30)  # where the guide's scale is 0.7-1.3: a safe proposal
+    exact = px.log_prob(x.double())
+
+    # the components are distinct in place and width, so getting them or their weights wrong moves
+    # log p(x) by far more than the tolerance below (these are exact, not estimated, differences)
+    u = model.pseudo_inputs.detach().clamp(0.0, 1.0)
+    prior = model.prior()
+    torch.testing.assert_close(prior.loc.detach(), u[:, :2])
+    assert len({round(float(v), 3) for v in prior.scale.detach()[:, 0]}) == 3
+    for wrong_weights in ([0.5, 0.3, 0.2], [0.2, 0.3, 0.5]):
+        wrong = exact_marginal(model, torch.tensor(wrong_weights, dtype=torch.float64)).log_prob(x.double())
+        assert (wrong - exact).abs().mean() > 0.1
+
+    torch.manual_seed(1)
+    result = ppvae.log_likelihood(model, guide, x, num_samples=20_000, diagnostics=True)
+    assert (result.pareto_k < 0.5).all(), result.pareto_k.max()  # the estimate itself is reliable
+    err = result.log_px.double() - exact
+    # 20,000 samples, seeds 1-5: mean |err| 0.008-0.013, max 0.026-0.043. Measured with the prior
+    # broken on purpose: weights (0.5, 0.3, 0.2) give mean |err| 0.16, the pseudo-inputs unclipped
+    # 0.40, the component scales rolled by one 0.46, one component dropped 0.42.
+    assert err.abs().mean() < 0.03, float(err.abs().mean())
+    assert err.abs().max() < 0.1, float(err.abs().max())
+
+
 @torch.no_grad()
 def test_mog_prior_density_is_the_weighted_gaussian_mixture():
     model, guide = small_pair("mog-prior")
@@ -130,7 +203,7 @@ def test_the_encoder_is_one_object_with_one_optimizer_entry(digits, tmp_path):
 
     ppvae.fit(model, guide, digits, epochs=1, batch_size=500, progress=False, out_dir=tmp_path)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
-    optimizer = ckpt["optimizer"]
+    optimizer = ckpt["optimizers"]["pair"]
     assert len(optimizer["param_groups"][0]["params"]) == len(unique)
     assert len(optimizer["state"]) == len(unique)  # one Adam state each, the encoder's included
 
