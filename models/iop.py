@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import pyro
 import pyro.distributions as dist
@@ -17,9 +16,6 @@ from ppvae.errors import ConfigError
 from ppvae.likelihood import pareto_k
 from ppvae.models.vae import VAE, VAEConfig
 
-if TYPE_CHECKING:
-    from ppvae.data import Dataset
-
 
 @dataclass
 class IOPConfig(VAEConfig):
@@ -27,7 +23,7 @@ class IOPConfig(VAEConfig):
     ratio_hidden: tuple[int, ...] = (500, 500, 500)  # the authors' 3x500 tanh density-ratio network
     ratio_activation: str = "tanh"
     ratio_dropout: float = 0.5  # before T's output layer, while T is trained (the authors' nn.Dropout())
-    ratio_lr: float = 1e-3  # T's own Adam
+    ratio_lr: float = 1e-3  # T's own Adam (the "ratio" group of the iop training scheme)
     ratio_epochs: int = 10  # passes of T training over the training set after each ELBO epoch
     ratio_batch_size: int = 100
     normalize: bool = False  # after each epoch, subtract a Monte Carlo log Z from the prior (see IOPVAE)
@@ -41,6 +37,8 @@ class IOPConfig(VAEConfig):
                 "(set stochastic_layers=1 or a single z_dims entry)"
             )
         self.ratio_hidden = tuple(int(h) for h in self.ratio_hidden)
+        if not float(self.ratio_lr) > 0:
+            raise ConfigError(f"ratio_lr must be positive, got {self.ratio_lr!r}")
         if int(self.ratio_epochs) < 0:
             raise ConfigError(f"ratio_epochs must be >= 0, got {self.ratio_epochs!r}")
         for name in ("ratio_batch_size", "normalizer_samples"):
@@ -64,15 +62,16 @@ class IOPVAE(VAE):
     In Pyro this is the standard VAE plus ``pyro.factor("log_ratio", T(z))`` in the data plate, so
     ppvae's ``elbo-analytic`` objective is exactly the paper's bound (analytic KL to N(0, I), Monte
     Carlo E_q[T(z)]) and ``ppvae.log_likelihood`` scores the corrected prior. The encoder and
-    decoder get gradients through T(z); T's own parameters are left out of the ELBO optimizer
-    (``elbo_excluded_modules``) and trained by ``after_epoch``, which ``ppvae.fit`` calls after
-    each ELBO epoch (``ratio_epochs`` passes over the training set, as the authors alternate).
+    decoder get gradients through T(z); T itself is trained by its own training scheme,
+    :class:`ppvae.schemes.DensityRatioScheme` (``default_scheme = "iop"``, which ``ppvae.fit``
+    picks for this model): T's parameters are kept out of the ELBO's parameter group and fitted in
+    a per-epoch phase (``ratio_epochs`` passes over the training set, as the authors alternate).
 
     **T is an estimate, so the prior is not exactly normalized.** N(0, I) exp(T(z)) integrates to
     Z = E_N(0,I)[exp T(z)], which is 1 only when T is the exact log ratio. The reported
     log-likelihoods (and ELBOs) are those of an unnormalized prior: too high by log Z when
-    log Z > 0. ``log_normalizer()`` estimates log Z by Monte Carlo (``after_epoch`` reports it as
-    ``prior_log_z``: it should stay near 0); ``normalize_prior()`` (or ``normalize=True`` in the
+    log Z > 0. ``log_normalizer()`` estimates log Z by Monte Carlo (the scheme reports it as
+    ``prior_log_z`` each epoch: it should stay near 0); ``normalize_prior()`` (or ``normalize=True`` in the
     config, applied after every epoch) subtracts that estimate from the factor, so the evaluated
     likelihood is that of a prior normalized up to the Monte Carlo error of the estimate (a
     variance that grows when exp(T) is heavy-tailed under N(0, I), e.g. a very concentrated q(z)).
@@ -91,13 +90,15 @@ class IOPVAE(VAE):
       lower bound.
     """
 
+    default_scheme = "iop"  # the training scheme ppvae.fit uses for this model unless told otherwise
+
     def __init__(self, x_dim: int, config: IOPConfig | None = None):
         config = config or IOPConfig()
         if not isinstance(config, IOPConfig):
             raise ConfigError(f"IOPVAE needs an IOPConfig, got {type(config).__name__}")
         super().__init__(x_dim, config)
         self.log_ratio = DensityRatioEstimator(
-            config.z_dims[0], config.ratio_hidden, config.ratio_activation, config.ratio_dropout, config.ratio_lr
+            config.z_dims[0], config.ratio_hidden, config.ratio_activation, config.ratio_dropout
         )
         # log Z subtracted from T when the prior is normalized (0 otherwise); a buffer, so it is
         # saved with the weights and follows .to(device).
@@ -109,51 +110,6 @@ class IOPVAE(VAE):
             z = pyro.sample("z", prior)
             pyro.factor("log_ratio", self.log_ratio(z) - self.log_z)
             return pyro.sample("x", self.likelihood(z), obs=x)
-
-    def elbo_excluded_modules(self) -> tuple[torch.nn.Module, ...]:
-        """T is fitted by logistic regression in ``after_epoch``, never by the ELBO."""
-        return (self.log_ratio,)
-
-    def after_epoch(
-        self,
-        guide,
-        data: Dataset,
-        *,
-        epoch: int,
-        device: torch.device | str = "cpu",
-        generator: torch.Generator | None = None,
-    ) -> dict[str, float]:
-        """Train T for ``ratio_epochs`` passes over the training set; return its metrics.
-
-        Codes come from one draw z ~ q(z | x) per datapoint (the guide's site ``"z"``), prior
-        samples from N(0, I), equally many. All randomness comes from torch's global generator and
-        ``generator`` (batches, dynamic binarization), which ``ppvae.fit`` checkpoints.
-        """
-        cfg = self.config
-        loss = accuracy = None
-        with pyro.validation_enabled(False):
-            for _ in range(cfg.ratio_epochs):
-                loss = accuracy = 0.0
-                n = 0
-                for _, x in data.batches("train", cfg.ratio_batch_size, generator, device=device):
-                    with torch.no_grad():
-                        z_q = self.posterior_sample(guide, x)
-                    z_p = self.prior_loc + self.prior_scale * torch.randn_like(z_q)
-                    m = self.log_ratio.step(z_q, z_p)
-                    loss = loss + m["loss"] * x.shape[0]
-                    accuracy = accuracy + m["accuracy"] * x.shape[0]
-                    n += x.shape[0]
-        metrics: dict[str, float] = {}
-        if loss is not None:
-            metrics = {"ratio_loss": float(loss) / n, "ratio_accuracy": float(accuracy) / n}
-        # log Z of the raw N(0, I) exp(T): measured with the correction off, then (re)applied.
-        if cfg.normalize:
-            self.log_z.zero_()
-        log_z = self.log_normalizer(cfg.normalizer_samples)
-        if cfg.normalize:
-            self.log_z.fill_(log_z)
-        metrics["prior_log_z"] = log_z
-        return metrics
 
     @staticmethod
     @torch.no_grad()

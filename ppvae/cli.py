@@ -22,16 +22,50 @@ EXTRA_COMMANDS: list = ["ppvae.reproduce.cli"]  # modules (or import paths) with
 
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs -> a dict of model options.
+
+    VALUE is read as JSON (``z_dims=[2]``, ``normalize=true``, ``activation="relu"``); a VALUE that
+    is not JSON is kept as the bare string (``activation=relu``). The types are checked afterwards
+    against the family's config dataclass (``ppvae.options.coerce_options``, which
+    ``registry.make_config`` calls): ``z_dims=two`` or ``z_dims="12"`` is a clear ConfigError
+    there, never a traceback or a string split into characters.
+    """
+    from ppvae.errors import ConfigError
+
     out = {}
     for pair in pairs or ():
-        if "=" not in pair:
-            raise PPVAEError(f"--set expects KEY=VALUE (VALUE as JSON, e.g. z_dims=[2]), got {pair!r}")
-        key, value = pair.split("=", 1)
+        key, sep, value = str(pair).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (VALUE as JSON, e.g. z_dims=[2]), got {pair!r}")
         try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value  # a bare string such as activation=relu
+            out[key] = json.loads(value)
+        except ValueError:  # json.JSONDecodeError: a bare string such as activation=relu
+            out[key] = value.strip()
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--limit 0`` or ``--epochs -1`` are refused, not reinterpreted)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}; omit the option for its default")
+    return value
+
+
+def positive_limit(text: str) -> int:
+    """argparse type of ``--limit`` (a number of datapoints): an integer >= 1. ``--limit 0`` is
+    refused rather than read as "all" (or as "none"): leaving the option out means all."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--limit must be a positive number of datapoints; omit it for all (got {text!r})")
+    return value
 
 
 def cmd_list(args) -> int:
@@ -47,35 +81,49 @@ def cmd_list(args) -> int:
     return 0
 
 
+# CLI option -> TrainConfig field. Every training option defaults to None on the command line, so
+# that `--resume` can tell what the user asked for from what the checkpoint recorded.
+TRAIN_OPTIONS = {
+    "objective": "objective", "num_particles": "num_particles", "epochs": "epochs", "batch_size": "batch_size",
+    "lr": "lr", "lr_schedule": "lr_schedule", "schedule_scale": "schedule_scale", "adam_eps": "adam_eps",
+    "kl_warmup": "kl_warmup_epochs", "grad_clip": "grad_clip", "patience": "early_stopping_patience",
+    "seed": "seed", "device": "device", "scheme": "scheme",
+}
+DATA_OPTIONS = {"dataset": "name", "data": "file", "data_root": "root", "limit": "limit"}  # -> meta["dataset"]
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from ppvae.train import TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="digits", help="named dataset (see `ppvae list`; default: digits, offline)")
+    g.add_argument("--dataset", default=None, help="named dataset (see `ppvae list`; default: digits, offline)")
     g.add_argument("--data", default=None, help="your own data: a .npy (N, D) or .npz (x_train, x_test[, x_valid]) file")
     g.add_argument("--data-root", default=None, help="folder holding the datasets (default: $PPVAE_DATA, then ~/.cache/ppvae)")
     g.add_argument("--download", action="store_true", help="let torchvision download MNIST / Fashion-MNIST if missing")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split (quick runs)")
+    g.add_argument("--limit", type=positive_int, default=None, help="use only the first N rows of each split (quick runs; default: all)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="vae", help="model family (see `ppvae list`)")
+    g.add_argument("--model", default=None, help="model family (see `ppvae list`; default: vae)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option, VALUE as JSON: --set z_dims=[2] --set stochastic_layers=2")
-    g = p.add_argument_group("training")
-    g.add_argument("--objective", default=d.objective, help="elbo | elbo-analytic | iwae")
-    g.add_argument("-k", "--num-particles", type=int, default=d.num_particles, help="samples per datapoint (k for iwae, L for the ELBOs)")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--lr-schedule", default=d.lr_schedule, help="constant | iwae (3^i-epoch stages) | exponential | cosine")
-    g.add_argument("--schedule-scale", type=float, default=d.schedule_scale, help="iwae schedule: stage lengths times this")
-    g.add_argument("--adam-eps", type=float, default=d.adam_eps)
-    g.add_argument("--kl-warmup", type=float, default=d.kl_warmup_epochs, help="epochs of linear KL warm-up")
-    g.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
-    g.add_argument("--patience", type=int, default=None, help="early stopping after this many epochs without a better valid bound")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
-    g.add_argument("--out", default="runs/latest", help="run folder: checkpoints, metrics.jsonl, figures")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g = p.add_argument_group("training (defaults in brackets; with --resume, the run's own settings)")
+    g.add_argument("--scheme", default=None, help=f"training scheme (see `ppvae list`) [{d.scheme}: the model's own, else bound]")
+    g.add_argument("--objective", default=None, help=f"elbo | elbo-analytic | iwae [{d.objective}]")
+    g.add_argument("-k", "--num-particles", type=positive_int, default=None, help=f"samples per datapoint (k for iwae, L for the ELBOs) [{d.num_particles}]")
+    g.add_argument("--epochs", type=positive_int, default=None, help=f"[{d.epochs}]")
+    g.add_argument("--batch-size", type=positive_int, default=None, help=f"[{d.batch_size}]")
+    g.add_argument("--lr", type=float, default=None, help=f"[{d.lr}]")
+    g.add_argument("--lr-schedule", default=None, help=f"constant | iwae (3^i-epoch stages) | exponential | cosine [{d.lr_schedule}]")
+    g.add_argument("--schedule-scale", type=float, default=None, help=f"iwae schedule: stage lengths times this [{d.schedule_scale}]")
+    g.add_argument("--adam-eps", type=float, default=None, help=f"[{d.adam_eps}]")
+    g.add_argument("--kl-warmup", type=float, default=None, help=f"epochs of linear KL warm-up [{d.kl_warmup_epochs}]")
+    g.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this positive value [no clipping]")
+    g.add_argument("--patience", type=positive_int, default=None, help="early stopping after this many epochs without a better valid metric [none]")
+    g.add_argument("--seed", type=int, default=None, help=f"seeds the initial weights, batches and latents [{d.seed}]")
+    g.add_argument("--device", default=None, help=f"auto | cpu | cuda | cuda:N [{d.device}]")
+    g.add_argument("--out", default="runs/latest", help="run folder: checkpoints, metrics.jsonl, figures [runs/latest]")
+    g.add_argument("--resume", nargs="?", const="last", choices=["last", "best"], default=None,
+                   help="continue the run in --out from last.pt (or `--resume best`); its settings come from the checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out (default: refuse)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -90,35 +138,92 @@ def _load_training_data(args):
     return data, dataset_meta(args.dataset, None, root, limit=args.limit)
 
 
+def _resume_settings(args, ckpt: dict) -> tuple[dict, dict]:
+    """The checkpoint's train config and meta; an option the user gave that contradicts them is an
+    error naming it (epochs, patience, device may change)."""
+    from ppvae.train import RESUMABLE_CHANGES
+
+    config, meta = dict(ckpt["train_config"]), dict(ckpt.get("meta") or {})
+    if "family" not in meta:
+        raise PPVAEError(f"{args.out} was not written by `ppvae train` (no model family recorded): resume it with ppvae.fit")
+    spec = meta.get("dataset") or {}
+    given = {**{f"--{k.replace('_', '-')}": (getattr(args, k), config.get(f)) for k, f in TRAIN_OPTIONS.items()
+                if f not in RESUMABLE_CHANGES and f != "scheme"},
+             **{f"--{k.replace('_', '-')}": (getattr(args, k), spec.get(f)) for k, f in DATA_OPTIONS.items()},
+             "--model": (args.model, meta["family"])}
+    if args.data_root:
+        given["--data-root"] = (str(Path(args.data_root).resolve()), spec.get("root"))
+    if args.data:
+        given["--data"] = (str(Path(args.data).resolve()), spec.get("file"))
+    options = _parse_options(args.set)
+    for key, value in options.items():
+        given[f"--set {key}"] = (value, (meta.get("model_options") or {}).get(key))
+    conflicts = [f"{opt} {new!r} (the run has {old!r})" for opt, (new, old) in given.items()
+                 if new is not None and _plain(new) != _plain(old)]
+    if conflicts:
+        raise PPVAEError("--resume continues a run with its own settings; these options contradict it: "
+                         + "; ".join(conflicts) + ". Drop them, or train a new run in another --out")
+    for k in ("epochs", "patience", "device"):
+        if getattr(args, k) is not None:
+            config[TRAIN_OPTIONS[k]] = getattr(args, k)
+    return config, meta
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
 def cmd_train(args) -> int:
-    from ppvae.plots import save_image_grid, save_training_curves
     from ppvae.analysis import sample
+    from ppvae.plots import save_image_grid, save_training_curves
     from ppvae.registry import build
+    from ppvae.runs import load_data
+    from ppvae.runs_state import RunFolder
     from ppvae.train import TrainConfig, fit, resolve_device
 
-    data, data_spec = _load_training_data(args)
-    options = _parse_options(args.set)
-    options.setdefault("likelihood", data.likelihood)
-    model, guide, mconfig = build(args.model, data.x_dim, options)
-    config = TrainConfig(
-        objective=args.objective, num_particles=args.num_particles, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, lr_schedule=args.lr_schedule, schedule_scale=args.schedule_scale, adam_eps=args.adam_eps,
-        kl_warmup_epochs=args.kl_warmup, grad_clip=args.grad_clip, early_stopping_patience=args.patience,
-        seed=args.seed, device=args.device, progress=not args.no_progress,
-    )
-    meta = {"family": args.model, "model_options": options, "x_dim": data.x_dim, "dataset": data_spec,
-            "image_shape": list(data.image_shape), "likelihood": data.likelihood}
     out = Path(args.out)
-    print(f"training {args.model} ({args.objective}, k={args.num_particles}) on {data.name}: "
-          f"{len(data)} train / {data.split('valid').shape[0]} valid, device {resolve_device(args.device)}, out {out}")
-    result = fit(model, guide, data, config, out_dir=out, resume=args.resume, meta=meta,
+    folder = RunFolder(out)  # a --out that cannot be written fails here, before any work
+    if args.resume and args.overwrite:
+        raise PPVAEError("--resume and --overwrite contradict each other: choose one")
+    if args.resume:
+        recorded, meta = _resume_settings(args, folder.checkpoint_to_resume(args.resume))
+        recorded["progress"] = not args.no_progress
+        config = TrainConfig(**recorded)
+        data = load_data(meta["dataset"], download=args.download)
+        model, guide, _ = build(meta["family"], meta["x_dim"], meta.get("model_options"), seed=config.seed)
+    else:
+        if not args.overwrite:
+            folder.claim(overwrite=False)  # refuse an existing run now, not after loading the data
+        args.dataset = args.dataset or "digits"
+        settings = {f: getattr(args, k) for k, f in TRAIN_OPTIONS.items() if getattr(args, k) is not None}
+        config = TrainConfig(**settings, progress=not args.no_progress)
+        args.seed = config.seed if args.seed is None else args.seed
+        data, data_spec = _load_training_data(args)
+        family = args.model or "vae"
+        options = _parse_options(args.set)
+        options.setdefault("likelihood", data.likelihood)
+        resolve_device(config.device)  # a bad --device fails before the networks are built
+        # seed before building: the initial weights are part of what --seed fixes
+        model, guide, _ = build(family, data.x_dim, options, seed=config.seed)
+        meta = {"family": family, "model_options": options, "x_dim": data.x_dim, "dataset": data_spec,
+                "image_shape": list(data.image_shape), "likelihood": data.likelihood}
+    device = resolve_device(config.device)
+    print(f"{'resuming' if args.resume else 'training'} {meta['family']} ({config.objective}, k={config.num_particles}) on {data.name}: "
+          f"{len(data)} train / {data.split('valid').shape[0]} valid, device {device}, out {out}")
+    result = fit(model, guide, data, config, out_dir=out, resume=args.resume or False, overwrite=args.overwrite, meta=meta,
                  callbacks=[lambda m: print(_epoch_line(m), flush=True)] if args.no_progress else [])
-    last = result.history[-1] if result.history else {}
-    if not args.no_progress or not last:  # with --no-progress each epoch was printed already
-        print(_epoch_line(last) if last else "nothing to train (already at --epochs)")
+    if result.message:
+        print(result.message)
+        return 0
+    last = result.history[-1]
+    if not args.no_progress:  # with --no-progress each epoch was printed already
+        print(_epoch_line(last))
+    if result.stopped_early:
+        print(f"stopped early after epoch {last['epoch']}: no better validation metric for {config.early_stopping_patience} epochs")
     save_training_curves(result.history, out / "training_curves.png")
-    x = sample(model, 64, data.x_dim, device=resolve_device(args.device))
-    save_image_grid(x, data.image_shape, out / "samples.png", upscale=_upscale(data.image_shape))
+    shape = tuple(meta["image_shape"])
+    x = sample(model, 64, meta["x_dim"], device=device)
+    save_image_grid(x, shape, out / "samples.png", upscale=_upscale(shape))
     print(f"wrote {out / 'last.pt'}, {out / 'best.pt'}, {out / 'metrics.jsonl'}, {out / 'training_curves.png'}, {out / 'samples.png'}")
     return 0
 
@@ -132,20 +237,26 @@ def _upscale(image_shape) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ppvae.analysis import reconstruct
+    from ppvae.analysis import posterior_means, reconstruct
+    from ppvae.device import resolve_device
     from ppvae.evaluate import evaluate_pair, format_report
+    from ppvae.paths import ensure_writable_dir
     from ppvae.plots import save_latent_scatter, save_manifold, save_reconstructions
-    from ppvae.analysis import posterior_means
     from ppvae.runs import load_data, load_pair
-    from ppvae.train import resolve_device
 
     device = resolve_device(args.device)
-    model, guide, ckpt = load_pair(args.run, device, which=args.checkpoint)
+    checkpoint = _checkpoint_file(args.run, args.checkpoint)
+    # Where the report goes is checked (created, written to) now, not after minutes of evaluation.
+    if args.out:
+        out = ensure_writable_dir(args.out, what="--out folder")
+    else:
+        out = ensure_writable_dir(checkpoint_dir(args.run), what="run folder (the default --out)")
+    model, guide, ckpt = load_pair(checkpoint, device)
     meta = ckpt["meta"]
     data = load_data(meta["dataset"])
     x = data.split(args.split)
     labels = data.labels(args.split)
-    if args.limit:
+    if args.limit is not None:
         x, labels = x[: args.limit], (labels[: args.limit] if labels is not None else None)
     x = x.to(device)
     torch.manual_seed(args.seed)
@@ -153,8 +264,6 @@ def cmd_evaluate(args) -> int:
     report.update({"run": str(args.run), "epoch": ckpt["epoch"], "split": args.split, "dataset": data.name,
                    "family": meta["family"], "objective": ckpt["train_config"]["objective"],
                    "num_particles": ckpt["train_config"]["num_particles"]})
-    out = Path(args.out) if args.out else Path(args.run if Path(args.run).is_dir() else Path(args.run).parent)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     shape, up = tuple(meta["image_shape"]), _upscale(meta["image_shape"])
     figures = [save_reconstructions(x[:16], reconstruct(model, guide, x[:16]), shape, out / "reconstructions.png", upscale=up)]
@@ -170,24 +279,43 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     from ppvae.analysis import sample
+    from ppvae.device import resolve_device
+    from ppvae.errors import ConfigError
+    from ppvae.paths import ensure_writable_dir
     from ppvae.plots import save_image_grid
     from ppvae.runs import load_pair
-    from ppvae.train import resolve_device
 
     device = resolve_device(args.device)
-    model, guide, ckpt = load_pair(args.run, device, which=args.checkpoint)
+    checkpoint = _checkpoint_file(args.run, args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint_dir(args.run) / "samples.png"
+    if out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a folder; `ppvae sample` writes one PNG: give a file path such as {str(out / 'samples.png')!r}")
+    ensure_writable_dir(out.parent, what="folder of --out" if args.out else "run folder")
+    model, guide, ckpt = load_pair(checkpoint, device)
     meta = ckpt["meta"]
     torch.manual_seed(args.seed)
     x = sample(model, args.num, meta["x_dim"], mean=not args.binary, device=device)
-    out = Path(args.out) if args.out else checkpoint_dir(args.run) / "samples.png"
     save_image_grid(x, tuple(meta["image_shape"]), out, upscale=_upscale(meta["image_shape"]))
     print(f"wrote {out}")
     return 0
 
 
 def checkpoint_dir(run) -> Path:
+    """The folder of a run: ``run`` itself if a folder, else the folder of the checkpoint file."""
     p = Path(run)
     return p if p.is_dir() else p.parent
+
+
+def _checkpoint_file(run, which: str) -> Path:
+    """The checkpoint ``evaluate`` / ``sample`` will load, known to exist before any output is prepared."""
+    from ppvae.errors import CheckpointError
+    from ppvae.runs import checkpoint_path
+
+    path = checkpoint_path(run, which)  # a run folder without best.pt / last.pt raises here
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: pass the run folder written by `ppvae train --out DIR` "
+                              "(it holds last.pt and best.pt) or the path of a .pt file")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,16 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("run", help="run folder written by `ppvae train --out` (or a .pt checkpoint)")
         p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint of the run")
-        p.add_argument("--device", default="auto")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", default=None, help="output folder (evaluate) or PNG path (sample); default: the run folder")
+        p.add_argument("--out", default=None, help="output folder (evaluate) or PNG path (sample), checked before any work; default: the run folder")
         if name == "evaluate":
-            p.add_argument("--num-samples", type=int, default=5000, help="importance samples per datapoint for log p(x)")
-            p.add_argument("-k", type=int, default=50, help="k of the reported IWAE bound")
+            p.add_argument("--num-samples", type=positive_int, default=5000, help="importance samples per datapoint for log p(x)")
+            p.add_argument("-k", type=positive_int, default=50, help="k of the reported IWAE bound")
             p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-            p.add_argument("--limit", type=int, default=None, help="evaluate only the first N datapoints")
+            p.add_argument("--limit", type=positive_limit, default=None, help="evaluate only the first N datapoints (default: all)")
         else:
-            p.add_argument("--num", type=int, default=64, help="number of samples")
+            p.add_argument("--num", type=positive_int, default=64, help="number of samples")
             p.add_argument("--binary", action="store_true", help="draw x ~ p(x|z) instead of showing its mean")
         p.set_defaults(func=func)
     for module in EXTRA_COMMANDS:  # import paths are imported here, late: no import cycle with ppvae.cli

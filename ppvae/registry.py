@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ppvae.errors import ConfigError
+from ppvae.options import coerce_options
 from ppvae.guides.vae import GaussianEncoder
 from ppvae.models.iop import IOPConfig, IOPVAE
 from ppvae.models.mog_prior import MoGPriorConfig, MoGPriorVAE
@@ -49,13 +50,20 @@ def make_config(name: str, options: dict[str, Any] | None = None) -> Any:
     if unknown:
         raise ConfigError(f"model {name!r} has no option(s) {sorted(unknown)}; its options: {sorted(fields)}")
     try:
-        return family.config(**(options or {}))
+        return family.config(**coerce_options(family.config, options))
     except TypeError as e:
         raise ConfigError(f"bad options for model {name!r}: {e}") from e
 
 
-def build(name: str, x_dim: int, options: dict[str, Any] | None = None):
-    """``(model, guide, config)`` of family ``name`` for data of dimension ``x_dim``."""
+def build(name: str, x_dim: int, options: dict[str, Any] | None = None, *, seed: int | None = None):
+    """``(model, guide, config)`` of family ``name`` for data of dimension ``x_dim``.
+
+    With ``seed``, torch (and Python, NumPy) are seeded first, so the initial weights are the same
+    every time: pass the seed you give ``ppvae.fit`` for a run that repeats exactly."""
     config = make_config(name, options)
+    if seed is not None:
+        from ppvae.train import seed_everything
+
+        seed_everything(seed)
     model, guide = get_family(name).build(int(x_dim), config)
     return model, guide, config

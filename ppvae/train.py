@@ -1,15 +1,25 @@
-"""Training a model/guide pair: ``ppvae.fit``.
+"""The trainer: ``ppvae.fit`` runs any training scheme over any model/guide pair.
 
-A plain loop over minibatches: the objective's loss (N / B times the minibatch bound), one
-``torch.optim.Adam`` over the parameters of model and guide, and per-epoch bookkeeping (validation
-bound, metrics file, atomic checkpoint, early stopping). Everything random flows from two
-generators saved in each checkpoint (torch's global one for the latents, one for batching and
-dynamic binarization), so a run resumed from its checkpoint ends bit-identical to an uninterrupted
-run with the same seed.
+A scheme (:mod:`ppvae.schemes`) says what a step computes: its parameter groups and, per minibatch,
+an ordered list of phases (a loss over one group each), plus optional per-epoch phases and the
+validation metric to follow. The trainer does the rest, the same way for every scheme:
+
+    seed; probe batch; scheme.setup; one Adam per parameter group       (Trainer.__init__, _build)
+    for each epoch:
+        for each minibatch: for each phase: check finite -> zero -> backward -> clip -> step
+        per-epoch phases; validation; metrics.jsonl; atomic last.pt / best.pt; early stopping
+
+Everything random flows from torch's global generator (latents, dropout) and one CPU generator for
+batching and dynamic binarization, both saved in each checkpoint with every network and optimizer,
+so a resumed run ends bit-identical to an uninterrupted one. Learning-rate schedules and KL warm-up
+are pure functions of the epoch (``ppvae.schedules``). A non-finite loss or gradient norm stops
+training before any optimizer steps on it, the in-memory pair is put back to the last good epoch,
+and no checkpoint ever holds a non-finite parameter.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -22,14 +32,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
 
 from ppvae.checkpoint import load, save_atomic
 from ppvae.data import Dataset, check_data, from_array
 from ppvae.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ppvae.objectives import get_objective
+from ppvae.runs_state import RunFolder
 from ppvae.schedules import LR_SCHEDULES, kl_weight, lr_factor
-from ppvae.traces import raise_if_shape_error
+from ppvae.schemes import Phase, Scheme, StepContext, get_scheme, parameters_of  # noqa: F401 (re-export)
 
 
 @dataclass
@@ -46,79 +56,67 @@ class TrainConfig:
     adam_eps: float = 1e-8  # the IWAE paper used 1e-4
     weight_decay: float = 0.0
     kl_warmup_epochs: float = 0.0  # linear KL warm-up over this many epochs (0: none)
-    grad_clip: float | None = None  # clip the global gradient norm to this value
-    early_stopping_patience: int | None = None  # stop after this many epochs without a better valid bound
+    grad_clip: float | None = None  # clip each group's gradient norm to this value (None: no clipping)
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better valid metric
     valid_particles: int | None = None  # particles for the validation bound (default: num_particles)
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda" | "cuda:N"
     progress: bool = True
+    scheme: str = "auto"  # training scheme by name; "auto": the model's default_scheme, else "bound"
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
         for name in ("epochs", "batch_size", "num_particles"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        self.adam_betas = tuple(self.adam_betas)
+            _check(name, getattr(self, name), lambda v: int(v) == v and v >= 1, "a positive integer")
+        for name in ("lr", "adam_eps", "schedule_scale"):
+            _check(name, getattr(self, name), lambda v: v > 0, "a positive number")
+        _check("lr_gamma", self.lr_gamma, lambda v: 0 < v <= 1, "in (0, 1]")
+        _check("weight_decay", self.weight_decay, lambda v: v >= 0, "zero or positive")
+        _check("kl_warmup_epochs", self.kl_warmup_epochs, lambda v: v >= 0, "zero (no warm-up) or a positive number of epochs")
+        if self.grad_clip is not None:
+            _check("grad_clip", self.grad_clip, lambda v: v > 0,
+                   "a positive maximum gradient norm (0 would freeze training); omit it for no clipping")
+        for name in ("early_stopping_patience", "valid_particles"):
+            if getattr(self, name) is not None:
+                _check(name, getattr(self, name), lambda v: int(v) == v and v >= 1, "a positive integer (or None)")
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         get_objective(self.objective, self.num_particles)  # validates the name early
+
+
+def _check(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
+    try:
+        good = not isinstance(value, bool) and math.isfinite(float(value)) and ok(float(value))
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
 
 
 @dataclass
 class FitResult:
-    history: list[dict]  # one dict of metrics per epoch
-    best_valid: float | None  # best mean validation bound per datapoint (nats)
+    history: list[dict]  # one dict of metrics per epoch (of the whole run, resumed sessions included)
+    best_valid: float | None  # best value of the scheme's monitored metric (the validation bound)
     stopped_early: bool
     out_dir: Path | None
+    epochs_trained: int = 0  # epochs trained by this call (0 when a resumed run had nothing left)
+    message: str = ""  # why nothing was trained, when nothing was
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device auto or cpu")
-    return device
+    from ppvae.device import resolve_device as resolve
+
+    return resolve(device)
 
 
-def parameters_of(model: Callable, guide: Callable, x: torch.Tensor) -> list[torch.nn.Parameter]:
-    """Every trainable tensor of the pair, each once: the modules' parameters, plus any
-    ``pyro.param`` the programs create (found with one param-only trace)."""
-    params: dict[int, torch.Tensor] = {}
-    excluded = {id(p) for obj in (model, guide) for m in _excluded_modules(obj) for p in m.parameters()}
-    for obj in (model, guide):
-        if isinstance(obj, torch.nn.Module):
-            for p in obj.parameters():
-                if id(p) not in excluded:
-                    params.setdefault(id(p), p)
-    with torch.no_grad(), torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
-        try:
-            guide_tr = poutine.trace(guide, param_only=True).get_trace(x)
-            model_tr = poutine.trace(poutine.replay(model, guide_tr), param_only=True).get_trace(x)
-        except ValueError as e:
-            raise_if_shape_error(e)  # a missing .to_event: say so, not Pyro's bare shape mismatch
-            raise
-    for tr in (guide_tr, model_tr):
-        for site in tr.nodes.values():
-            v = site["value"]
-            v = v.unconstrained() if hasattr(v, "unconstrained") else v
-            if v.requires_grad and id(v) not in excluded:
-                params.setdefault(id(v), v)
-    if not params:
-        raise ConfigError("the model/guide pair has no trainable parameters")
-    return list(params.values())
-
-
-def _excluded_modules(obj) -> Sequence[torch.nn.Module]:
-    """Modules a family trains in its own phase, kept out of the ELBO's optimizer (e.g. the
-    density-ratio network T of the implicit-optimal-prior VAE, DESIGN fact 8)."""
-    hook = getattr(obj, "elbo_excluded_modules", None)
-    return tuple(hook()) if callable(hook) else ()
-
-
-def _state(obj) -> dict | None:
-    return obj.state_dict() if isinstance(obj, torch.nn.Module) else None
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), Python and NumPy. Call it *before* building networks: their
+    initial weights come from torch's generator (``ppvae.build(..., seed=...)`` does this)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def fit(
@@ -127,191 +125,323 @@ def fit(
     data: Dataset | torch.Tensor | np.ndarray,
     config: TrainConfig | None = None,
     *,
+    scheme: str | Scheme | None = None,
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
+    overwrite: bool = False,
     meta: dict[str, Any] | None = None,
     callbacks: Sequence[Callable[[dict], None]] = (),
     **overrides,
 ) -> FitResult:
-    """Train ``model``/``guide`` on ``data``; return the per-epoch history.
+    """Train ``model``/``guide`` on ``data`` with a training scheme; return the per-epoch history.
 
     ``data`` is a :class:`ppvae.data.Dataset` or an (N, D) array (trained on whole, no validation).
     ``config`` fields can also be given as keyword overrides (``fit(m, g, x, epochs=5)``).
-    With ``out_dir``, each epoch appends to ``metrics.jsonl`` and atomically rewrites
-    ``last.pt`` (and ``best.pt`` when the validation bound improves); ``resume=True`` continues
-    from ``out_dir/last.pt``. ``meta`` is stored in the checkpoints (the CLI records the model family,
-    its config and the dataset there). Each callback gets the epoch's metrics dict.
+    ``scheme`` is a name in ``ppvae.schemes.SCHEMES``, your own :class:`ppvae.schemes.Scheme`, or
+    None for ``config.scheme`` (by default the model's ``default_scheme``, else ``"bound"``: the
+    objective ``config.objective``). With ``out_dir``, each epoch appends to ``metrics.jsonl`` and
+    atomically rewrites ``last.pt`` (and ``best.pt`` when the validation metric improves). A folder
+    that already holds a run is refused unless ``resume=True`` (continue from ``last.pt``;
+    ``resume="best"`` from ``best.pt``) or ``overwrite=True``. ``meta`` is stored in the checkpoints
+    (the CLI records the model family, its options and the dataset). Each callback gets the epoch's
+    metrics dict. Seed before building the networks (:func:`seed_everything`): ``config.seed``
+    fixes the batches and latents, not the weights the pair was built with.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    if not isinstance(data, Dataset):
-        data = from_array(data, valid_fraction=0.0, test_fraction=0.0)
-    device = resolve_device(config.device)
-    objective = get_objective(config.objective, config.num_particles)
-    valid_objective = get_objective(config.objective, config.valid_particles or config.num_particles)
-    for obj in (model, guide):
-        if isinstance(obj, torch.nn.Module):
-            obj.to(device)
-    for split in ("valid", "test"):
-        if data.split(split).shape[0]:
-            check_data(data.split(split), data.likelihood, what=f"{data.name} {split} split")
-
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    batch_gen = torch.Generator().manual_seed(config.seed + 1)
-    first = next(data.batches("train", min(config.batch_size, len(data)), batch_gen, device=device))[1]
-    batch_gen.manual_seed(config.seed + 1)  # the probe batch must not shift the run's batches
-    check_data(first, data.likelihood, x_dim=data.x_dim, what=f"{data.name} training batch")
-    params = parameters_of(model, guide, first)
-    optimizer = torch.optim.Adam(
-        params, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay
-    )
-
-    out = Path(out_dir) if out_dir is not None else None
-    history: list[dict] = []
-    best, bad_epochs, start_epoch = -math.inf, 0, 0
-    if resume:
-        if out is None:
-            raise ConfigError("resume=True needs the out_dir of the run to resume")
-        ckpt = load(out / "last.pt", map_location=device)
-        _restore(ckpt, model, guide, optimizer, batch_gen)
-        history, start_epoch = ckpt["history"], ckpt["epoch"]
-        best, bad_epochs = ckpt["best_valid"], ckpt["bad_epochs"]
-        best = -math.inf if best is None else best
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_metrics(out / "metrics.jsonl", history)  # on resume: drop epochs after the checkpoint
-
-    n_train = len(data)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    stopped_early = False
-    for epoch in range(start_epoch, config.epochs):
-        lr = config.lr * lr_factor(config.lr_schedule, epoch, config.epochs, scale=config.schedule_scale, gamma=config.lr_gamma)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
-        total = _train_epoch(model, guide, data, config, objective, optimizer, params, batch_gen, device, epoch, steps_per_epoch, n_train, out)
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": total / n_train,  # minus the training bound, nats per datapoint
-            "lr": lr,
-            "kl_weight": kl_weight(epoch + 1, config.kl_warmup_epochs),
-            "time": time.perf_counter() - t0,
-        }
-        # A family's own training phase after each ELBO epoch (e.g. the density-ratio network of
-        # the implicit-optimal-prior VAE): model.after_epoch(guide, data, ...) -> extra metrics.
-        # Its optimizer state belongs in the model's state_dict (nn.Module.get_extra_state).
-        phase = getattr(model, "after_epoch", None)
-        if callable(phase):
-            metrics.update(phase(guide, data, epoch=epoch, device=device, generator=batch_gen) or {})
-        if data.split("valid").shape[0]:
-            metrics[f"valid_{objective.name}"] = _mean_bound(model, guide, data.split("valid").to(device), valid_objective)
-        # "time" is the optimizer steps alone; this adds the family's phase and the validation bound
-        metrics["epoch_seconds"] = time.perf_counter() - t0
-        score = metrics.get(f"valid_{objective.name}", -metrics["train_loss"])
-        improved = score > best
-        best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
-        if epoch + 1 < config.kl_warmup_epochs:
-            # During KL warm-up the beta=1 validation bound can fall while training is fine (the
-            # KL weight is still rising): patience only counts epochs after the warm-up.
-            bad_epochs = 0
-        history.append(metrics)
-        state = {
-            "format": 1,
-            "epoch": epoch + 1,
-            "model_state": _state(model),
-            "guide_state": _state(guide),
-            "param_store": pyro.get_param_store().get_state(),
-            "optimizer": optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "batches": batch_gen.get_state(), "python": random.getstate(), "numpy": np.random.get_state()},
-            "history": history,
-            "best_valid": best,
-            "bad_epochs": bad_epochs,
-            "train_config": dataclasses.asdict(config),
-            "meta": meta or {},
-        }
-        if out is not None:
-            save_atomic(state, out / "last.pt")
-            if improved:
-                save_atomic(state, out / "best.pt")
-            _append_metrics(out / "metrics.jsonl", metrics)
-        for cb in callbacks:
-            cb(metrics)
-        if config.early_stopping_patience is not None and bad_epochs >= config.early_stopping_patience:
-            stopped_early = True
-            break
-    if stopped_early and out is not None and (out / "best.pt").exists():
-        _restore(load(out / "best.pt", map_location=device), model, guide, None, None)
-    return FitResult(history, None if best == -math.inf else best, stopped_early, out)
+    return Trainer(model, guide, data, config, scheme, out_dir, meta, callbacks).run(resume, overwrite)
 
 
-def _train_epoch(model, guide, data, config, objective, optimizer, params, batch_gen, device, epoch, steps, n_train, out):
-    from tqdm.auto import tqdm
+class Trainer:
+    """One run of one scheme: built by :func:`fit`; see the module docstring."""
 
-    cuda = device.type == "cuda"
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False, dynamic_ncols=True)
-    total = torch.zeros((), device=device)
-    # Validation costs a device sync per distribution; data was checked up front instead.
-    with pyro.validation_enabled(False):
-        for step, (_, x) in enumerate(data.batches("train", config.batch_size, batch_gen, device=device)):
-            beta = kl_weight(epoch + step / steps, config.kl_warmup_epochs)
-            loss = objective.loss(model, guide, x, num_data=n_train, beta=beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            # the loss is N/B times the minibatch sum: B/N of it is this batch's share of the epoch sum
-            total += loss.detach() * (x.shape[0] / n_train)
-            # On CUDA every .item() is a sync: look at the loss every 50 steps and at the end.
-            if not cuda or step % 50 == 49 or step == steps - 1:
-                value = loss.detach().item()
-                if not math.isfinite(value):
-                    bar.close()
-                    kept = f"the last good checkpoint {out / 'last.pt'} (epoch {epoch}) is kept" if out and epoch else "no checkpoint was written yet"
-                    raise TrainingDivergedError(
-                        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; {kept}. "
-                        "Lower the learning rate, clip gradients (grad_clip / --grad-clip), add KL "
-                        "warm-up, or check the data for extreme values"
-                    )
-                bar.set_postfix(loss=f"{value / n_train:.3f}", refresh=False)
-            bar.update(1)
-    bar.close()
-    return float(total)
-
-
-def _mean_bound(model, guide, x, objective, batch_size: int = 500) -> float:
-    with torch.no_grad(), pyro.validation_enabled(False):
-        total = sum(float(objective.bound(model, guide, x[i : i + batch_size]).sum()) for i in range(0, x.shape[0], batch_size))
-    return total / x.shape[0]
-
-
-def _restore(ckpt, model, guide, optimizer, batch_gen) -> None:
-    try:
-        for obj, key in ((model, "model_state"), (guide, "guide_state")):
+    def __init__(self, model, guide, data, config: TrainConfig, scheme, out_dir, meta, callbacks):
+        if not isinstance(data, Dataset):
+            data = from_array(data, valid_fraction=0.0, test_fraction=0.0)
+        self.model, self.guide, self.data, self.config = model, guide, data, config
+        self.meta, self.callbacks = meta or {}, list(callbacks)
+        self.folder = RunFolder(out_dir) if out_dir is not None else None
+        self.device = resolve_device(config.device)
+        self.scheme = get_scheme(scheme if scheme is not None else config.scheme, model)
+        for obj in (model, guide, self.scheme):
             if isinstance(obj, torch.nn.Module):
-                obj.load_state_dict(ckpt[key])
-        if ckpt.get("param_store"):
+                obj.to(self.device)
+        for split in ("valid", "test"):
+            if data.split(split).shape[0]:
+                check_data(data.split(split), data.likelihood, what=f"{data.name} {split} split")
+        labels = data.labels("train")
+        self.labels = labels.to(self.device) if labels is not None else None
+        self.valid = data.split("valid").to(self.device) if data.split("valid").shape[0] else None
+        self.history: list[dict] = []
+        self.best, self.bad_epochs, self.start_epoch, self.stopped_early = None, 0, 0, False
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _build(self, ckpt: dict | None) -> None:
+        """Seed, probe, set the scheme up and make one optimizer per group (then load ``ckpt``)."""
+        cfg = self.config
+        seed_everything(cfg.seed)
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        probe = next(self.data.batches("train", min(cfg.batch_size, len(self.data)), self.batch_gen, device=self.device))[1]
+        self.batch_gen.manual_seed(cfg.seed + 1)  # the probe batch must not shift the run's batches
+        check_data(probe, self.data.likelihood, x_dim=self.data.x_dim, what=f"{self.data.name} training batch")
+        self.scheme.setup(self.model, self.guide, probe, cfg)
+        self.scheme.to(self.device)
+        if ckpt is not None and ckpt.get("param_store"):
+            # before the groups are built: set_state replaces the store's tensors
             pyro.get_param_store().set_state(ckpt["param_store"])
-        if optimizer is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"the checkpoint does not match this model/guide: {e}") from e
-    if batch_gen is not None:
+        self.groups = self.scheme.param_groups(self.model, self.guide, probe, cfg)
+        self.optimizers = {name: g.optimizer() for name, g in self.groups.items()}
+        self.monitor = self.scheme.monitor if self.valid is not None else None
+        if ckpt is not None:
+            self._restore(ckpt)
+
+    def _restore(self, ckpt: dict) -> None:
+        states = upgrade_checkpoint(ckpt)
+        try:
+            for obj, key in ((self.model, "model_state"), (self.guide, "guide_state"), (self.scheme, "scheme_state")):
+                if isinstance(obj, torch.nn.Module) and states.get(key) is not None:
+                    obj.load_state_dict(states[key])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(states["optimizers"][name])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"the checkpoint does not match this model/guide/scheme: {e}") from e
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        batch_gen.set_state(rng["batches"].cpu())
+        self.batch_gen.set_state(rng["batches"].cpu())
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
+        self.history, self.start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
+        self.best, self.bad_epochs = ckpt.get("best_valid"), ckpt["bad_epochs"]
+        self.stopped_early = bool(ckpt.get("stopped_early", False))
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, resume: bool | str = False, overwrite: bool = False) -> FitResult:
+        ckpt = None
+        if resume:
+            if self.folder is None:
+                raise ConfigError("resume needs the out_dir of the run to resume")
+            ckpt = self.folder.checkpoint_to_resume("best" if resume == "best" else "last")
+            check_resumable(ckpt, self.config, self.scheme)
+        elif self.folder is not None:
+            self.folder.claim(overwrite)
+        self._build(ckpt)
+        if self.folder is not None:
+            self.folder.write_metrics(self.history)  # on resume: drop epochs after the checkpoint
+        done = self._nothing_left()
+        if done:
+            return self._result(0, done)
+        trained = 0
+        for epoch in range(self.start_epoch, self.config.epochs):
+            metrics = self._epoch_guarded(epoch)
+            trained += 1
+            improved = self._track(metrics, epoch)
+            self.history.append(metrics)
+            if self.folder is not None:
+                state = self._state(epoch + 1)
+                self.folder.save(state, best=improved)
+                self.folder.append_metrics(metrics)
+            for cb in self.callbacks:
+                cb(metrics)
+            if self.stopped_early:
+                break
+        if self.stopped_early and self.folder is not None and self.folder.has("best.pt"):
+            self._load_weights(load(self.folder.path / "best.pt", map_location=self.device))
+        return self._result(trained, "")
+
+    def _epoch_guarded(self, epoch: int) -> dict:
+        """One epoch; on divergence the in-memory networks go back to where the epoch started."""
+        snapshot = self._weights()
+        try:
+            return self._epoch(epoch)
+        except TrainingDivergedError:
+            self._load_weights(snapshot)
+            raise
+
+    def _epoch(self, epoch: int) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg, n = self.config, len(self.data)
+        steps = math.ceil(n / cfg.batch_size)
+        ctx = StepContext(cfg, epoch, 0, steps, n, self.device, self.batch_gen, self.data)
+        lrs = self._schedule(epoch)
+        sums: dict[str, list[float]] = {}  # metric -> [weighted sum, total weight]
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        # Validation costs a device sync per distribution; the data was checked up front instead.
+        with pyro.validation_enabled(False):
+            for step, (idx, x) in enumerate(self.data.batches("train", cfg.batch_size, self.batch_gen, device=self.device)):
+                ctx.step = step
+                y = self.labels[idx] if self.labels is not None else None
+                for phase in self.scheme.step(self.model, self.guide, x, y, ctx):
+                    self._apply(phase, sums, f"epoch {epoch + 1}, step {step + 1}")
+                if step % 25 == 24 or step == steps - 1:
+                    bar.set_postfix({k: f"{s / w:.4g}" for k, (s, w) in sums.items()}, refresh=False)
+                bar.update(1)
+            step_seconds = time.perf_counter() - t0
+            ctx.step = steps
+            for phase in self.scheme.epoch_phases(self.model, self.guide, ctx):
+                self._apply(phase, sums, f"the per-epoch phases of epoch {epoch + 1}")
+        bar.close()
+        metrics: dict[str, Any] = {"epoch": epoch + 1, **{k: s / w for k, (s, w) in sums.items()}}
+        metrics.update(lrs)
+        metrics.update({"kl_weight": kl_weight(epoch + 1, cfg.kl_warmup_epochs), "time": step_seconds})
+        metrics.update(self.scheme.epoch_metrics(self.model, self.guide, ctx))
+        if self.valid is not None:
+            with pyro.validation_enabled(False):
+                valid = self.scheme.validate(self.model, self.guide, self.valid, ctx)
+            bad = [k for k, v in valid.items() if not math.isfinite(v)]
+            if bad:
+                raise self._diverged(f"the validation metric {bad[0]} became {valid[bad[0]]}", epoch)
+            metrics.update(valid)
+        if not self._weights_finite():
+            raise self._diverged("a parameter became non-finite (with a finite loss)", epoch)
+        # "time" is the minibatch steps alone; this adds the per-epoch phases and validation
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        return metrics
+
+    def _apply(self, phase: Phase, sums: dict, where: str) -> None:
+        """Check, zero, backward, clip, step: one phase."""
+        value = float(phase.loss.detach())
+        if not math.isfinite(value):
+            raise self._diverged(f"the loss of phase {phase.name!r} became {value} at {where}", None)
+        if phase.group not in self.optimizers:
+            raise ConfigError(f"phase {phase.name!r} steps group {phase.group!r}, which the scheme did not "
+                              f"declare; its groups: {', '.join(self.optimizers)}")
+        group, opt = self.groups[phase.group], self.optimizers[phase.group]
+        opt.zero_grad(set_to_none=True)  # a generator's backward also filled these
+        phase.loss.backward()
+        if group.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(group.params, group.grad_clip)
+            if not torch.isfinite(norm):
+                raise self._diverged(f"the gradient norm of phase {phase.name!r} became {float(norm)} at {where}", None)
+        opt.step()
+        logged = value if phase.value is None else float(phase.value)
+        for name, v in ((phase.name, logged), *((k, float(t)) for k, t in phase.metrics.items())):
+            s = sums.setdefault(name, [0.0, 0.0])
+            s[0] += v * phase.weight
+            s[1] += phase.weight
+
+    def _schedule(self, epoch: int) -> dict[str, float]:
+        """Set every group's learning rate for ``epoch``; the metrics name them lr, <group>_lr."""
+        cfg, out = self.config, {}
+        for i, (name, group) in enumerate(self.groups.items()):
+            lr = group.lr * lr_factor(group.lr_schedule, epoch, cfg.epochs, scale=cfg.schedule_scale, gamma=cfg.lr_gamma)
+            for g in self.optimizers[name].param_groups:
+                g["lr"] = lr
+            out["lr" if i == 0 else f"{name}_lr"] = lr
+        return out
+
+    def _track(self, metrics: dict, epoch: int) -> bool:
+        """Update the best value and patience; True when this epoch is the best so far."""
+        key = self.monitor or next(k for k in metrics if k not in ("epoch",))
+        sign = 1.0 if (self.monitor and self.scheme.mode == "max") else -1.0
+        value = metrics[key]
+        improved = self.best is None or sign * value > sign * self.best
+        self.best, self.bad_epochs = (value, 0) if improved else (self.best, self.bad_epochs + 1)
+        if epoch + 1 < self.config.kl_warmup_epochs:
+            # During KL warm-up the beta=1 validation bound can fall while training is fine (the
+            # KL weight is still rising): patience only counts epochs after the warm-up.
+            self.bad_epochs = 0
+        patience = self.config.early_stopping_patience
+        self.stopped_early = patience is not None and self.bad_epochs >= patience
+        return improved
+
+    def _nothing_left(self) -> str:
+        if self.stopped_early:
+            return (f"the run stopped early at epoch {self.start_epoch} (no better {self.monitor or 'metric'} for "
+                    f"{self.bad_epochs} epochs): nothing to train; best.pt holds its best epoch")
+        if self.start_epoch >= self.config.epochs:
+            return (f"the run is already at epoch {self.start_epoch} of {self.config.epochs}: nothing to train; "
+                    "ask for more epochs to continue it")
+        return ""
+
+    def _result(self, trained: int, message: str) -> FitResult:
+        out = self.folder.path if self.folder is not None else None
+        return FitResult(self.history, self.best, self.stopped_early, out, trained, message)
+
+    def _diverged(self, what: str, epoch: int | None) -> TrainingDivergedError:
+        done = len(self.history)
+        kept = (f"the last good checkpoint {self.folder.path / 'last.pt'} (epoch {done}) is kept"
+                if self.folder is not None and done else "no checkpoint was written yet")
+        return TrainingDivergedError(
+            f"{what}; {kept}; no optimizer stepped on it, and the networks in memory are as they were after "
+            f"epoch {done}. "
+            "Lower the learning rate, clip gradients (grad_clip / --grad-clip), add KL warm-up, or check "
+            "the data for extreme values"
+        )
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {k: m for k, m in (("model_state", self.model), ("guide_state", self.guide),
+                                  ("scheme_state", self.scheme)) if isinstance(m, torch.nn.Module)}
+
+    def _weights(self) -> dict:
+        return copy.deepcopy({k: m.state_dict() for k, m in self._modules().items()})
+
+    def _load_weights(self, states: dict) -> None:
+        for k, m in self._modules().items():
+            if states.get(k) is not None:
+                m.load_state_dict(states[k])
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for g in self.groups.values() for p in g.params)
+
+    def _state(self, epoch: int) -> dict:
+        return {
+            "format": 2,
+            "epoch": epoch,
+            **{k: m.state_dict() for k, m in self._modules().items()},
+            "param_store": pyro.get_param_store().get_state(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "batches": self.batch_gen.get_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "history": self.history,
+            "best_valid": self.best,
+            "monitor": self.monitor,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "train_config": dataclasses.asdict(self.config),
+            "scheme": self.scheme.describe(),
+            "meta": self.meta,
+        }
 
 
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+# Settings a resumed run may change; any other difference from the checkpoint is an error.
+RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "progress", "device", "scheme")
 
 
-def _append_metrics(path: Path, metrics: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(metrics) + "\n")
+def check_resumable(ckpt: dict, config: TrainConfig, scheme: Scheme) -> None:
+    """Refuse to resume with settings other than the checkpoint's (epochs may grow)."""
+    old = ckpt.get("train_config", {})
+    now = dataclasses.asdict(config)
+    diff = {k: (_plain(old[k]), _plain(now[k])) for k in now if k in old and k not in RESUMABLE_CHANGES and _plain(old[k]) != _plain(now[k])}
+    if diff:
+        listed = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diff.items())
+        raise ConfigError(f"cannot resume with other settings than the run was trained with ({listed}); "
+                          "drop those options (resuming takes them from the checkpoint) or train into another folder")
+    recorded = ckpt.get("scheme")
+    if recorded and recorded.get("name") != scheme.name:
+        raise ConfigError(f"the run was trained with the {recorded.get('name')!r} scheme, not {scheme.name!r}")
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def upgrade_checkpoint(ckpt: dict) -> dict:
+    """The per-network and per-optimizer states of ``ckpt``, from either checkpoint format.
+
+    Format 1 (one Adam, ``"optimizer"``) held the IOP's T optimizer inside the model's state as
+    ``log_ratio._extra_state``; format 2 has one optimizer per scheme group (``"optimizers"``)."""
+    if ckpt.get("format", 1) >= 2:
+        return ckpt
+    model_state = dict(ckpt["model_state"] or {})
+    optimizers = {"pair": ckpt["optimizer"]}
+    extra = model_state.pop("log_ratio._extra_state", None)
+    if extra is not None:
+        optimizers["ratio"] = extra["optimizer"]
+    return {**ckpt, "model_state": model_state, "optimizers": optimizers}

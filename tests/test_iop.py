@@ -20,7 +20,8 @@ from ppvae.guides.vae import GaussianEncoder
 from ppvae.models.iop import IOPConfig, IOPVAE
 from ppvae.models.vae import VAE, VAEConfig
 from ppvae.objectives import get_objective
-from ppvae.train import parameters_of
+import ppvae.checkpoint
+from ppvae.schemes import DensityRatioScheme, parameters_of
 
 SMALL = dict(z_dims=(3,), hidden=((16,),))
 SMALL_RATIO = dict(ratio_hidden=(16, 16), ratio_epochs=1, normalizer_samples=2000)
@@ -74,12 +75,16 @@ def test_ratio_estimator_recovers_the_log_ratio_of_two_gaussians():
         return (math.log(2.0) - 2.0 * (z - 1.0) ** 2 + 0.5 * z**2).sum(-1)
 
     torch.manual_seed(0)
-    T = DensityRatioEstimator(2, (64, 64), dropout=0.5, lr=2e-3)
+    T = DensityRatioEstimator(2, (64, 64), dropout=0.5)
+    optimizer = torch.optim.Adam(T.parameters(), lr=2e-3)
     for step in range(1200):
         if step == 800:  # a smaller step at the end, so the final iterate is not SGD noise
-            for group in T.optimizer.param_groups:
+            for group in optimizer.param_groups:
                 group["lr"] = 2e-4
-        metrics = T.step(1.0 + 0.5 * torch.randn(512, 2), torch.randn(512, 2))
+        loss, accuracy = T.loss_and_accuracy(1.0 + 0.5 * torch.randn(512, 2), torch.randn(512, 2))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     g = torch.linspace(0.25, 1.75, 16)  # q's +-1.5 sd box, where both densities have mass
     grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     with torch.no_grad():
@@ -92,27 +97,19 @@ def test_ratio_estimator_recovers_the_log_ratio_of_two_gaussians():
     # a good T makes N(0, I) exp(T) integrate to ~1 (E_p[q/p] = 1)
     assert abs(float(log_z)) < 0.15
     # the Bayes accuracy of q vs p here is ~0.87; the returned metrics are the classifier's
-    assert 0.75 < float(metrics["accuracy"]) < 0.95
+    assert 0.75 < float(accuracy) < 0.95
 
 
-def test_ratio_estimator_is_deterministic_outside_training_and_resumes_its_optimizer():
+def test_ratio_estimator_is_deterministic_outside_training():
     torch.manual_seed(0)
     T = DensityRatioEstimator(2, (32,), dropout=0.5)
     z = torch.randn(100, 2)
     assert torch.equal(T(z), T(z))  # dropout off by default (the Pyro model calls it like this)
     assert not torch.equal(T(z, dropout=True), T(z))
-    for _ in range(3):
-        T.step(torch.randn(8, 2) + 1, torch.randn(8, 2))
-    clone = DensityRatioEstimator(2, (32,), dropout=0.5)
-    clone.load_state_dict(T.state_dict())
-    assert clone.optimizer.state_dict()["state"][0]["step"] == 3
     zq, zp = torch.randn(8, 2) + 1, torch.randn(8, 2)
-    torch.manual_seed(5)
-    T.step(zq, zp)
-    torch.manual_seed(5)
-    clone.step(zq, zp)
-    for a, b in zip(T.parameters(), clone.parameters()):
-        assert torch.equal(a, b)
+    # the loss is the balanced logistic loss of T on the two sample sets (no dropout here)
+    expected = torch.nn.functional.softplus(-T(zq)).mean() + torch.nn.functional.softplus(T(zp)).mean()
+    torch.testing.assert_close(T.loss(zq, zp, dropout=False), expected)
 
 
 # --- the IOP bound and likelihood ------------------------------------------------------------
@@ -161,7 +158,7 @@ def test_iop_bound_and_gradients_equal_the_hand_computation():
     torch.testing.assert_close(iop_bound, hand.detach())
 
     n = 500
-    trainable = parameters_of(model, guide, x)
+    trainable = parameters_of(model, guide, x, excluded=[model.log_ratio])
     torch.manual_seed(3)
     grads = torch.autograd.grad(objective.loss(model, guide, x, num_data=n), trainable)
     hand_grads = torch.autograd.grad(-n / x.shape[0] * hand.sum(), trainable)
@@ -247,7 +244,12 @@ def test_fit_trains_every_parameter_and_t_only_in_its_own_phase(digits):
     model, guide = iop_pair()
     x = digits.train[:5]
     ratio_ids = {id(p) for p in model.log_ratio.parameters()}
-    elbo_ids = {id(p) for p in parameters_of(model, guide, x)}
+    scheme = DensityRatioScheme()
+    scheme.setup(model, guide, x, ppvae.TrainConfig())
+    groups = scheme.param_groups(model, guide, x, ppvae.TrainConfig())
+    assert set(groups) == {"pair", "ratio"}
+    assert {id(p) for p in groups["ratio"].params} == ratio_ids
+    elbo_ids = {id(p) for p in groups["pair"].params}
     assert not ratio_ids & elbo_ids
     assert elbo_ids == {id(p) for p in [*model.parameters(), *guide.parameters()]} - ratio_ids
 
@@ -282,11 +284,14 @@ def test_resume_is_bit_identical(digits, tmp_path):
             assert k == k2
             if isinstance(v, torch.Tensor):
                 assert torch.equal(v, v2), k
-    adam, adam2 = model.log_ratio.optimizer.state_dict()["state"], resumed.log_ratio.optimizer.state_dict()["state"]
-    assert adam.keys() == adam2.keys() and adam
-    for i in adam:
-        for key in adam[i]:
-            assert torch.equal(adam[i][key], adam2[i][key])
+    adams = [ppvae.checkpoint.load(tmp_path / run / "last.pt")["optimizers"] for run in ("straight", "resumed")]
+    assert set(adams[0]) == set(adams[1]) == {"pair", "ratio"}
+    for group in ("pair", "ratio"):
+        adam, adam2 = adams[0][group]["state"], adams[1][group]["state"]
+        assert adam.keys() == adam2.keys() and adam
+        for i in adam:
+            for key in adam[i]:
+                assert torch.equal(adam[i][key], adam2[i][key])
     drop_time = [[{k: v for k, v in h.items() if k not in ("time", "epoch_seconds")} for h in hs] for hs in (straight, history)]
     assert drop_time[0] == drop_time[1]  # ratio_loss, prior_log_z and the valid bound included
 

@@ -227,8 +227,7 @@ def run_cell(dataset: str, prior: str, budget: Budget, data: Dataset, out_root: 
             raise ConfigError(f"{cell_dir} holds a run with other settings {diff} (checkpoint vs now); "
                               "use another --out for another budget")
     options = model_options(prior, data)
-    torch.manual_seed(seed)
-    model, guide, _ = build(prior, data.x_dim, options)
+    model, guide, _ = build(prior, data.x_dim, options, seed=seed)
     meta = {"family": prior, "model_options": options, "x_dim": data.x_dim,
             "dataset": {"name": dataset, "root": data_root, "limit": budget.limit, "seed": seed},
             "image_shape": list(data.image_shape), "likelihood": data.likelihood}

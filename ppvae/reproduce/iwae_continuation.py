@@ -69,7 +69,7 @@ def run_continuation(first: str, k: int, layers: int, budget: Budget, data, out_
     config = TrainConfig(objective=cell2.train_objective, num_particles=k, epochs=continue_epochs,
                          batch_size=batch_size or budget.batch_size, lr=continue_lr, lr_schedule="constant",
                          adam_eps=1e-4, seed=seed, device=str(device), progress=False)
-    model, guide, _ = build("vae", data.x_dim, {"stochastic_layers": layers})
+    model, guide, _ = build("vae", data.x_dim, {"stochastic_layers": layers}, seed=seed)
     resume = (folder / "last.pt").exists()
     if resume:
         _check_resumable(folder / "last.pt", config)

@@ -165,7 +165,7 @@ def run_cell(cell: Cell, budget: Budget, data, out_root: str | Path, *, binariza
     last = cell_dir / "last.pt"
     resume = last.exists()
     start = _check_resumable(last, config) if resume else 0
-    model, guide, mconfig = build("vae", data.x_dim, {"stochastic_layers": cell.layers})
+    model, guide, mconfig = build("vae", data.x_dim, {"stochastic_layers": cell.layers}, seed=seed)
     meta = {"family": "vae", "model_options": {"stochastic_layers": cell.layers}, "x_dim": data.x_dim,
             "dataset": data_spec, "image_shape": list(data.image_shape), "likelihood": data.likelihood}
     log(f"{binarization}/{cell.name}: {cell.train_objective} k={cell.k}, {cell.layers} layer(s), "
