@@ -57,6 +57,16 @@ def log_likelihood(
     ``eval_chunk_elements`` attribute if it has one, for a model whose cost per sample is far from a
     decoder pass's, else ``CHUNK_ELEMENTS``). With ``diagnostics=True`` returns an
     :class:`ImportanceResult` that adds each datapoint's Pareto-k (``arviz.psislw``) and ESS.
+
+    Pyro handlers in the pair: a masked term contributes 0, so masked dimensions of ``x``
+    (``poutine.mask``, ``obs_mask``, ``Distribution.mask``) are *marginalized*: the estimate is
+    log p(observed dims of x_i), and a datapoint whose ``"x"`` is masked out entirely gets
+    log E_q[p(z) / q(z | x)], an estimate of log 1 = 0 for a normalized prior. A ``pyro.factor`` in
+    the guide is part of log q (the density the guide's samples have, e.g. a Jacobian correction),
+    as in Pyro's ELBOs. A ``poutine.scale`` shared by every site of a datapoint, model and guide
+    alike, weights that datapoint in a loss and does not change its density: it is ignored here.
+    A scale on some sites only (a tempered likelihood) leaves no normalized model whose log p(x)
+    could be estimated: ``ConfigError`` naming the site.
     """
     if chunk_elements is None:
         chunk_elements = int(getattr(model, "eval_chunk_elements", CHUNK_ELEMENTS))
@@ -76,7 +86,9 @@ def log_likelihood(
             running = None
             for s0 in range(0, num_samples, particles):
                 k = min(particles, num_samples - s0)
-                log_w = trace_pair(model, guide, xb, *args, num_particles=k, **kwargs).log_weights()
+                tr = trace_pair(model, guide, xb, *args, num_particles=k, **kwargs)
+                tr.datapoint_scale("log_likelihood")  # raises for scales on some sites only
+                log_w = tr.log_weights()  # (k, b): masked, without the pair's scales
                 if diagnostics:
                     chunks.append(log_w.cpu())
                 lse = torch.logsumexp(log_w, 0)

@@ -10,6 +10,12 @@ random numbers) from one lean trace per step, without the per-step bookkeeping t
 Pyro loop 1.3-1.7x slower than plain PyTorch on small networks (DESIGN fact 4). Pairs with
 non-reparameterizable sites (discrete latents) fall back to Pyro's own ELBO classes.
 
+Handlers in a pair are honoured (see ``ppvae.traces``): masked terms contribute 0 in every
+objective; ``elbo`` and ``elbo-analytic`` multiply each site's term by its own scale (per site and
+per datapoint, as ``Trace_ELBO`` does); ``iwae`` takes a scale only when every site of a datapoint
+shares it (a datapoint weight, applied after the logsumexp) and raises ``ConfigError`` for a scale
+on some sites only, which would temper the importance weights into no bound at all.
+
 References:
   Kingma & Welling (2014), Auto-Encoding Variational Bayes: estimators A (Monte Carlo KL) and B
   (analytic KL). Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders.
@@ -20,16 +26,26 @@ from __future__ import annotations
 import abc
 import difflib
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import pyro
 import torch
-from pyro import poutine
+from pyro.distributions import MaskedDistribution
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.messenger import Messenger
 from torch.distributions import kl_divergence
 from torch.distributions.kl import _KL_REGISTRY
 
 from ppvae.errors import ConfigError
-from ppvae.traces import PairTrace, reduce_to_particles_by_data, trace_pair
+from ppvae.traces import (
+    DATA_PLATE,
+    PairTrace,
+    Site,
+    probe_pair,
+    reduce_to_particles_by_data,
+    trace_pair,
+    values_equal,
+)
 
 
 class Objective(abc.ABC):
@@ -63,19 +79,21 @@ class Objective(abc.ABC):
         **kwargs,
     ) -> torch.Tensor:
         """Differentiable loss: minus the bound summed over the minibatch and scaled by N / B."""
-        key = (id(model), id(guide))
-        if key in _NEEDS_PYRO:
-            return self._pyro_fallback(model, guide, x, args, kwargs, _NEEDS_PYRO[key], beta)
+        # the probe is cached per pair and runs under fork_rng: the fallback draws what Pyro would
+        probe = probe_pair(model, guide, x, args, kwargs)
+        if not probe.reparameterized:  # discrete latents: let Pyro's estimator handle them
+            return self._pyro_fallback(model, guide, x, args, kwargs, num_data, beta, probe.score_function_sites)
         tr = trace_pair(model, guide, x, *args, num_particles=self.num_particles, num_data=num_data, **kwargs)
-        if not tr.reparameterized:  # discrete latents: remember, and let Pyro's estimator handle it
-            _NEEDS_PYRO[key] = tr.data_factor
-            return self._pyro_fallback(model, guide, x, args, kwargs, tr.data_factor, beta)
         return -tr.scale * self.per_datapoint(tr, beta).sum()
 
-    def _pyro_fallback(self, model, guide, x, args, kwargs, data_factor, beta):
+    def _pyro_fallback(
+        self, model: Callable, guide: Callable, x: torch.Tensor, args: tuple, kwargs: dict,
+        num_data: int | None, beta: float, sites: tuple[str, ...],
+    ) -> torch.Tensor:
         raise ConfigError(
-            f"objective {self.name!r} needs reparameterizable latents (rsample); use 'elbo', which "
-            "falls back to Pyro's Trace_ELBO score-function estimator for discrete latents"
+            f"objective {self.name!r} needs reparameterizable guide sites (rsample), and guide sites "
+            f"{list(sites)} have none (a discrete latent, or a pyro.factor without has_rsample=True); "
+            "use 'elbo', which falls back to Pyro's Trace_ELBO score-function estimator for them"
         )
 
     def __repr__(self) -> str:
@@ -89,15 +107,35 @@ class ELBO(Objective):
     name = "elbo"
 
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
-        return tr.log_weights(beta).mean(0)
+        return tr.log_weights(beta, scaled=True).mean(0)
 
-    def _pyro_fallback(self, model, guide, x, args, kwargs, data_factor, beta):
+    def _pyro_fallback(
+        self, model: Callable, guide: Callable, x: torch.Tensor, args: tuple, kwargs: dict,
+        num_data: int | None, beta: float, sites: tuple[str, ...],
+    ) -> torch.Tensor:
         if beta != 1.0:
             raise ConfigError("KL warm-up needs reparameterizable latents; set kl_warmup_epochs=0")
         elbo = pyro.infer.Trace_ELBO(num_particles=self.num_particles, vectorize_particles=self.num_particles > 1)
-        return elbo.differentiable_loss(
-            poutine.scale(model, data_factor), poutine.scale(guide, data_factor), x, *args, **kwargs
-        )
+        if num_data is None:
+            return elbo.differentiable_loss(model, guide, x, *args, **kwargs)
+        with DataScale(num_data):
+            return elbo.differentiable_loss(model, guide, x, *args, **kwargs)
+
+
+class DataScale(Messenger):
+    """Scales every site in the data plate by ``num_data / plate size``, read from the site's own
+    plate frame on every call: the N / B of *this* minibatch (an epoch's last, partial batch has its
+    own B). A ``subsample``d data plate of size N already carries N / B, and gets N / N = 1 here."""
+
+    def __init__(self, num_data: int):
+        super().__init__()
+        self.num_data = num_data
+
+    def _process_message(self, msg: dict) -> None:
+        frame = next((f for f in msg["cond_indep_stack"] if f.name == DATA_PLATE), None)
+        if msg["type"] == "sample" and frame is not None:
+            full = frame.full_size if frame.full_size is not None else frame.size
+            msg["scale"] = msg["scale"] * (self.num_data / full)
 
 
 class AnalyticELBO(Objective):
@@ -108,6 +146,12 @@ class AnalyticELBO(Objective):
     latent the model's p(z_s | .) can depend on (the model sites before s) is sampled by the guide
     before s; otherwise (e.g. z1 of a two-layer VAE, whose prior depends on z2, sampled after z1 by
     the guide) the Monte Carlo term is kept, which stays unbiased.
+
+    Masks and scales: the KL of site s gets the mask and scale its log q - log p terms would get,
+    which is only the same thing when model and guide site carry the same ones (site ``mask`` and
+    ``scale`` fields, and masks inside ``fn``); where they differ (say, a mask on the model's z
+    only) the site keeps its Monte Carlo term. ``TraceMeanField_ELBO`` applies the guide site's
+    mask and scale to the KL in every case, which is biased in the second.
     """
 
     name = "elbo-analytic"
@@ -115,14 +159,17 @@ class AnalyticELBO(Objective):
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
         latent = None
         for name, q in tr.guide_sites.items():
-            p = tr.model_sites[name]
-            kl = _analytic_kl(q.fn, p.fn) if _kl_is_valid(tr, name) else None
-            term = q.log_prob - p.log_prob if kl is None else _kl_to_kb(kl, tr)
+            if q.is_observed:  # pyro.factor in the guide: part of log q, Monte Carlo
+                term = q.scaled_log_prob
+            else:
+                p = tr.model_sites[name]
+                kl = _analytic_kl(q, p) if _kl_is_valid(tr, name) else None
+                term = q.scaled_log_prob - p.scaled_log_prob if kl is None else _kl_to_kb(kl, q, tr)
             latent = term if latent is None else latent + term
-        factors = [s.log_prob for s in tr.model_sites.values() if s.is_factor]
+        factors = [s.scaled_log_prob for s in tr.model_sites.values() if s.is_factor]
         for f in factors:  # pyro.factor sites (e.g. a learned prior correction) stay Monte Carlo
             latent = -f if latent is None else latent - f
-        lik = tr.log_likelihood_terms()
+        lik = tr.log_likelihood_terms(scaled=True)
         if latent is None:
             return lik.mean(0)
         return (lik - (latent if beta == 1.0 else beta * latent)).mean(0)
@@ -133,14 +180,19 @@ class IWAE(Objective):
 
     Unlike ``pyro.infer.RenyiELBO(alpha=0)``, which computes logmeanexp(scale * log w) under
     minibatch scaling (a tempered bound, pyro issue 2220), this applies the scale after the
-    logsumexp, so the loss is N / B times the sum of per-datapoint IWAE bounds.
+    logsumexp, so the loss is N / B times the sum of per-datapoint IWAE bounds. The same holds for
+    a ``poutine.scale`` shared by every site of a datapoint (model and guide alike): it weights
+    that datapoint's bound. A scale on some sites only is refused (``ConfigError``): it would
+    temper the weights, and the logmeanexp of tempered weights bounds nothing.
     """
 
     name = "iwae"
 
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
-        log_w = tr.log_weights(beta)  # (k, B)
-        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+        weight = tr.datapoint_scale(f"objective {self.name!r}")  # 1.0, or raises for per-site scales
+        log_w = tr.log_weights(beta)  # (k, B), masked, unscaled
+        bound = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+        return bound if isinstance(weight, float) and weight == 1.0 else weight * bound
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (ELBO, AnalyticELBO, IWAE)}
@@ -159,25 +211,44 @@ def get_objective(name: str | Objective, num_particles: int = 1) -> Objective:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-# Pairs found to have non-reparameterizable guide sites, keyed on identity, with their N / B factor.
-_NEEDS_PYRO: dict[tuple[int, int], float] = {}
-
-
 def _kl_is_valid(tr: PairTrace, name: str) -> bool:
     m_before = tr.model_order[: tr.model_order.index(name)]
     g_before = set(tr.guide_order[: tr.guide_order.index(name)])
     return all(n in g_before for n in m_before if not tr.model_sites[n].is_observed)
 
 
-def _analytic_kl(q, p):
+def _analytic_kl(q: Site, p: Site) -> torch.Tensor | float | None:
+    """KL(q || p) of one latent site, or None where it does not replace E_q[log q - log p]: no
+    registered KL, or masks/scales that differ between model and guide site."""
     # Look up without calling: kl_divergence raises NotImplementedError for unregistered pairs,
     # and exceptions on the hot path are slow.
-    if not _has_kl(type(q), type(p)):
+    if not _has_kl(type(q.fn), type(p.fn)) or not _same_handlers(q, p):
         return None
     try:
-        return kl_divergence(q, p)
+        return kl_divergence(q.fn, p.fn)
     except NotImplementedError:
         return None
+
+
+def _same_handlers(q: Site, p: Site) -> bool:
+    """Model and guide site carry the same site mask, the same scale and the same masks in fn."""
+    qm, pm = _fn_masks(q.fn), _fn_masks(p.fn)
+    if q.mask is None and p.mask is None and q.scale is p.scale and not qm and not pm:
+        return True  # the hot path: no handlers at all
+    if not (values_equal(q.mask, p.mask) and values_equal(q.scale, p.scale, exact=False)):
+        return False
+    return len(qm) == len(pm) and all(values_equal(a, b) for a, b in zip(qm, pm))
+
+
+def _fn_masks(fn: Any) -> list:
+    """The masks of the MaskedDistributions wrapped in ``fn`` (through Independent and the like),
+    outermost first."""
+    masks = []
+    while fn is not None:
+        if isinstance(fn, MaskedDistribution):
+            masks.append(fn._mask)
+        fn = getattr(fn, "base_dist", None)
+    return masks
 
 
 _HAS_KL: dict[tuple[type, type], bool] = {}
@@ -190,5 +261,9 @@ def _has_kl(tq: type, tp: type) -> bool:
     return _HAS_KL[key]
 
 
-def _kl_to_kb(kl: torch.Tensor, tr: PairTrace) -> torch.Tensor:
+def _kl_to_kb(kl: torch.Tensor | float, q: Site, tr: PairTrace) -> torch.Tensor:
+    """The KL with the guide site's mask and scale (the same as the model site's), as (K, B)."""
+    if not isinstance(kl, torch.Tensor):  # Pyro's KL of two fully masked distributions: 0.0
+        return torch.zeros_like(q.log_prob)
+    kl = scale_and_mask(kl, q.scale, q.mask)
     return reduce_to_particles_by_data(kl, "kl", tr.data_dim, tr.particle_dim, tr.batch_size)

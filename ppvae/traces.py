@@ -2,10 +2,23 @@
 
 Every ppvae objective and the marginal-likelihood evaluator read a pair through this file. The guide
 is traced under an outer particle plate (K samples per datapoint, vectorized), the model is replayed
-against it, and each sample site's *unscaled* ``fn.log_prob(value)`` is reduced to shape ``(K, B)``:
-one number per particle and datapoint. Reading unscaled log-probs is what makes the
-importance-weighted bound correct under minibatch scaling (DESIGN fact 2): the scale is applied
-once, after the logsumexp over particles, never inside it.
+against it, and each sample site's ``fn.log_prob(value)`` is reduced to shape ``(K, B)``: one number
+per particle and datapoint. The data plate's minibatch scale is *not* in these numbers: it is
+applied once, after the logsumexp over particles, never inside it, which is what makes the
+importance-weighted bound correct under minibatch scaling (DESIGN fact 2).
+
+Pyro's handlers in a pair are honoured as Pyro's own ELBOs honour them:
+
+- masks (``poutine.mask``, ``obs_mask``, ``Distribution.mask``): a masked term contributes 0. A
+  site's ``mask`` field is applied here; masks inside ``fn`` (``MaskedDistribution``) are already
+  applied by ``fn.log_prob``.
+- scales (``poutine.scale``, a subsampled plate nested inside the data plate): whatever a site's
+  ``scale`` holds beyond the data plate's own subsampling scale is that site's *relative* scale, a
+  float or a tensor broadcastable over its batch shape. It multiplies the site's term elementwise in
+  :attr:`Site.scaled_log_prob` (what the ELBOs sum, as ``Trace_ELBO`` does); importance weights
+  use the unscaled :attr:`Site.log_prob` and accept only a scale shared by every site of a
+  datapoint (:meth:`PairTrace.datapoint_scale`): see there why.
+- ``pyro.factor`` in the guide is part of log q (``Trace_ELBO`` subtracts it too).
 
 The contract the pair must follow (checked here, with an error that says how to fix it):
 local latents and the observed ``"x"`` sit inside ``pyro.plate("data", ...)``; event dimensions are
@@ -16,12 +29,13 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Union
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Unit
+from pyro.distributions.util import is_identically_one, scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
 from ppvae.errors import ConfigError
@@ -29,17 +43,32 @@ from ppvae.errors import ConfigError
 DATA_PLATE = "data"
 PARTICLE_PLATE = "_ppvae_particles"
 
+#: a site's scale relative to the data plate's: a float, or a tensor broadcastable to its batch shape
+Scale = Union[float, torch.Tensor]
+
 
 @dataclass
 class Site:
     """One sample site's contribution, reduced to ``(K, B)`` (particles x datapoints)."""
 
     name: str
-    log_prob: torch.Tensor  # (K, B) unscaled log-density of the value
+    log_prob: torch.Tensor  # (K, B) masked log-density of the value, without any scale
     fn: Any
     value: torch.Tensor
     is_observed: bool
     is_factor: bool
+    scaled_log_prob: torch.Tensor | None = None  # (K, B) masked and times ``scale``; None: = log_prob
+    scale: Scale = 1.0  # relative scale (beyond the data plate's subsampling), as Pyro holds it
+    mask: Any = None  # the site's ``mask`` field (None, a bool or a BoolTensor), already applied
+    datapoint_scale: Scale | None = 1.0  # ``scale`` as (K|1, B|1), or None if it varies inside a datapoint
+
+    def __post_init__(self) -> None:
+        if self.scaled_log_prob is None:
+            self.scaled_log_prob = self.log_prob
+
+    def term(self, scaled: bool) -> torch.Tensor:
+        """The (K, B) log-prob, with the site's relative scale (``scaled``) or without."""
+        return self.scaled_log_prob if scaled else self.log_prob
 
 
 @dataclass
@@ -47,8 +76,8 @@ class PairTrace:
     """The reduced traces of one guide run and the model replayed against it."""
 
     model_sites: dict[str, Site]
-    guide_sites: dict[str, Site]
-    scale: float  # data-plate scale times num_data / plate size: multiplies the per-datapoint sum
+    guide_sites: dict[str, Site]  # latents and observed guide sites (``pyro.factor``)
+    scale: float  # data-plate subsampling scale times num_data / plate size: multiplies the per-datapoint sum
     data_factor: float  # num_data / plate size alone (what a Pyro ELBO still needs applied)
     particle_dim: int
     data_dim: int
@@ -61,23 +90,102 @@ class PairTrace:
         """True when every guide site can be sampled with rsample (pathwise gradients)."""
         return all(s.fn.has_rsample for s in self.guide_sites.values())
 
-    def log_likelihood_terms(self) -> torch.Tensor:
+    def log_likelihood_terms(self, scaled: bool = False) -> torch.Tensor:
         """Sum of observed, non-factor model sites: log p(x | z), shape (K, B)."""
-        return _sum(s.log_prob for s in self.model_sites.values() if s.is_observed and not s.is_factor)
+        return _sum(s.term(scaled) for s in self.model_sites.values() if s.is_observed and not s.is_factor)
 
-    def log_prior_terms(self) -> torch.Tensor:
+    def log_prior_terms(self, scaled: bool = False) -> torch.Tensor:
         """Latent model sites and ``pyro.factor`` sites: log p(z) (+ factors), shape (K, B)."""
-        return _sum(s.log_prob for s in self.model_sites.values() if not s.is_observed or s.is_factor)
+        return _sum(s.term(scaled) for s in self.model_sites.values() if not s.is_observed or s.is_factor)
 
-    def log_guide_terms(self) -> torch.Tensor:
-        """log q(z | x), shape (K, B)."""
-        return _sum(s.log_prob for s in self.guide_sites.values())
+    def log_guide_terms(self, scaled: bool = False) -> torch.Tensor:
+        """log q(z | x), guide ``pyro.factor`` sites included, shape (K, B)."""
+        return _sum(s.term(scaled) for s in self.guide_sites.values())
 
-    def log_weights(self, beta: float = 1.0) -> torch.Tensor:
+    def log_weights(self, beta: float = 1.0, scaled: bool = False) -> torch.Tensor:
         """log p(x, z) - log q(z | x) per particle and datapoint, shape (K, B); ``beta`` tempers
-        the prior/guide part (KL warm-up) and leaves the likelihood alone."""
-        latent = self.log_prior_terms() - self.log_guide_terms()
-        return self.log_likelihood_terms() + (latent if beta == 1.0 else beta * latent)
+        the prior/guide part (KL warm-up) and leaves the likelihood alone. ``scaled`` multiplies
+        each site's term by its own relative scale (what an ELBO sums); importance weights need
+        the unscaled terms."""
+        latent = self.log_prior_terms(scaled) - self.log_guide_terms(scaled)
+        return self.log_likelihood_terms(scaled) + (latent if beta == 1.0 else beta * latent)
+
+    def sites(self) -> Iterable[tuple[str, Site]]:
+        """Every site, model first, with a label that says whose it is."""
+        yield from ((f"model site {n!r}", s) for n, s in self.model_sites.items())
+        yield from ((f"guide site {n!r}", s) for n, s in self.guide_sites.items())
+
+    def datapoint_scale(self, what: str) -> Scale:
+        """The relative scale every site of each datapoint shares: 1.0, a float, or shape (B,).
+
+        A scale shared by all sites of datapoint i (``poutine.scale`` around model and guide alike:
+        a weight on the datapoint, or a loss normalization) factors out of its log-weights and can
+        multiply its importance-weighted bound after the logsumexp, exactly as the data plate's
+        scale does. A scale on *some* sites (a tempered likelihood, an up-weighted KL) makes the
+        weights those of an unnormalized density, whose logmeanexp is no bound on log p(x); a
+        scale that varies across particles cannot be taken out of the logsumexp. Both raise a
+        :class:`ConfigError` naming the site and saying what to do: ``what`` names the caller.
+        """
+        labelled = [(label, s) for label, s in self.sites() if s.mask is not False]  # False: no term
+        if all(isinstance(s.datapoint_scale, float) and s.datapoint_scale == 1.0 for _, s in labelled):
+            return 1.0
+        first_label, first = labelled[0]
+        common = _check_per_datapoint(first_label, first, what)
+        for label, site in labelled[1:]:
+            if not values_equal(_check_per_datapoint(label, site, what), common, exact=False):
+                raise ConfigError(
+                    f"{what}: {label} has a scale (poutine.scale or a subsampled plate) different from "
+                    f"{first_label}'s; inside an importance-weighted estimate a scale on some sites only "
+                    "tempers the weights, and the result is no bound on (and no estimate of) log p(x). "
+                    f"{_SCALE_ADVICE}"
+                )
+        if isinstance(common, float):
+            return common
+        return common.reshape(-1).expand(self.batch_size) if common.numel() == 1 else common[0]
+
+
+_SCALE_ADVICE = (
+    "Train with objective 'elbo' or 'elbo-analytic', which honour any scale as Pyro's Trace_ELBO does; "
+    "for 'iwae' or log_likelihood, apply one scale to every site of model and guide alike (a weight "
+    "per datapoint, computed from the data) or remove it"
+)
+
+
+def _check_per_datapoint(label: str, site: Site, what: str) -> Scale:
+    """The site's scale as a float or a (1, B|1) tensor, or a ConfigError saying why it is neither."""
+    s = site.datapoint_scale
+    if s is None:
+        raise ConfigError(
+            f"{what}: {label} has a scale that varies inside a datapoint (across an inner plate or "
+            f"event); importance weights can only take a scale shared by every site of a datapoint. {_SCALE_ADVICE}"
+        )
+    if isinstance(s, torch.Tensor) and s.shape[0] > 1 and not bool((s == s[:1]).all()):
+        raise ConfigError(
+            f"{what}: {label} has a scale that varies across particles (computed from sampled "
+            f"values), which cannot be taken out of the logsumexp over particles. {_SCALE_ADVICE}"
+        )
+    return s[:1] if isinstance(s, torch.Tensor) else s
+
+
+def values_equal(a: Any, b: Any, exact: bool = True) -> bool:
+    """Equal after broadcasting: masks (None, bools, BoolTensors), numbers or tensors.
+    ``exact=False`` allows float rounding: the same scale reached through handlers applied in
+    another order may differ in the last bit."""
+    if a is b:
+        return True
+    if a is None or b is None:  # a missing mask is an all-True one
+        a, b = (True if v is None else v for v in (a, b))
+    if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+        return a == b if exact else abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+    ref = a if isinstance(a, torch.Tensor) else b
+    ta, tb = (torch.as_tensor(v, device=ref.device) for v in (a, b))
+    try:
+        ta, tb = torch.broadcast_tensors(ta, tb)
+    except RuntimeError:
+        return False
+    if exact or ta.dtype == torch.bool or tb.dtype == torch.bool:
+        return bool(torch.equal(ta, tb))
+    return bool(torch.allclose(ta.to(tb.dtype), tb, rtol=1e-6, atol=0.0))
 
 
 def _sum(terms) -> torch.Tensor:
@@ -89,16 +197,36 @@ def _sum(terms) -> torch.Tensor:
     return total
 
 
-# Where the particle plate goes depends on how deeply the pair nests its own plates. It is found
-# once per (model, guide) with an extra trace and cached; JIT-style caching on object identity, so
-# pass stable callables (not fresh bound methods) to keep the cache hot.
-_NESTING: "weakref.WeakKeyDictionary[Any, dict[int, int]]" = weakref.WeakKeyDictionary()
+# --- the structure probe, once per (model, guide) ---------------------------------------------
 
 
-def _max_plate_nesting(model: Callable, guide: Callable, x: torch.Tensor, args, kwargs) -> int:
+@dataclass(frozen=True)
+class PairProbe:
+    """What one extra trace of a pair tells about it, cached per (model, guide)."""
+
+    nesting: int  # how many plate dims the pair uses: the particle plate goes one further left
+    score_function_sites: tuple[str, ...]  # guide sites without rsample (discrete latents, ...)
+
+    @property
+    def reparameterized(self) -> bool:
+        return not self.score_function_sites
+
+
+# Where the particle plate goes depends on how deeply the pair nests its own plates, and whether the
+# lean objectives apply depends on the guide's sites having rsample. Both are found once per
+# (model, guide) with an extra trace and cached, weakly on both objects (JIT-style caching on object
+# identity: pass stable callables, not fresh bound methods, to keep the cache hot). Weak keys on both
+# mean an entry dies with its model or guide and a recycled id() can never find a stale entry.
+_PROBES: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, PairProbe]]" = weakref.WeakKeyDictionary()
+
+
+def probe_pair(model: Callable, guide: Callable, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None) -> PairProbe:
+    """The pair's plate nesting and non-reparameterized guide sites, from a cached extra trace that
+    does not consume the caller's random numbers."""
+    kwargs = kwargs or {}
     try:
-        cached = _NESTING.get(model, {}).get(id(guide))
-    except TypeError:  # not weak-referenceable: no cache
+        cached = _PROBES[model][guide]
+    except (KeyError, TypeError):  # not seen yet, or not weak-referenceable (then never cached)
         cached = None
     if cached is not None:
         return cached
@@ -119,11 +247,13 @@ def _max_plate_nesting(model: Callable, guide: Callable, x: torch.Tensor, args, 
             for frame in site["cond_indep_stack"]:
                 if frame.vectorized:
                     nesting = max(nesting, -frame.dim)
+    discrete = tuple(n for n, s in _sample_sites(guide_tr).items() if not s["fn"].has_rsample)
+    probe = PairProbe(nesting, discrete)
     try:
-        _NESTING.setdefault(model, {})[id(guide)] = nesting
+        _PROBES.setdefault(model, weakref.WeakKeyDictionary())[guide] = probe
     except TypeError:
         pass
-    return nesting
+    return probe
 
 
 def _sample_sites(tr):
@@ -155,6 +285,9 @@ def _check_structure(model_tr, guide_tr) -> None:
                 )
 
 
+# --- the traced pair ------------------------------------------------------------------------
+
+
 def trace_pair(
     model: Callable,
     guide: Callable,
@@ -168,10 +301,11 @@ def trace_pair(
     ``model`` against it, and reduce every sample site to ``(num_particles, B)``.
 
     ``num_data`` is the size of the dataset the minibatch ``x`` comes from: the returned ``scale``
-    turns a sum over the minibatch into an estimate of the sum over the dataset (N / B), counting any
-    scale the pair applies itself (a ``subsample``d data plate of size N already carries N / B).
+    turns a sum over the minibatch into an estimate of the sum over the dataset (N / B), counting
+    the scale a ``subsample``d data plate of size N applies itself (it already carries N / B).
+    Scales the pair adds on top (``poutine.scale``) stay with their sites (:class:`Site`).
     """
-    nesting = _max_plate_nesting(model, guide, x, args, kwargs)
+    nesting = probe_pair(model, guide, x, args, kwargs).nesting
     particle_dim = -(nesting + 1)
     try:
         if num_particles > 1:
@@ -188,14 +322,14 @@ def trace_pair(
         raise
 
     batch = None
-    scale = data_factor = None
+    plate_scale = data_factor = 1.0
     data_dim = -1
     sites: list[dict[str, Site]] = [{}, {}]
     orders: list[list[str]] = [[], []]
     for i, tr in enumerate((model_tr, guide_tr)):
         for name, node in tr.nodes.items():
-            if node["type"] != "sample" or (i == 1 and node["is_observed"]) or site_is_subsample(node):
-                continue
+            if node["type"] != "sample" or site_is_subsample(node) or (node.get("infer") or {}).get("_deterministic"):
+                continue  # pyro.deterministic sites are masked out: they never contribute
             frame = next((f for f in node["cond_indep_stack"] if f.name == DATA_PLATE), None)
             if frame is None:
                 _check_structure(model_tr, guide_tr)  # raises with the explanation
@@ -203,22 +337,66 @@ def trace_pair(
                 batch = frame.size  # the (sub)sample size; full_size is the plate's declared size
                 data_dim = frame.dim
                 full = frame.full_size if frame.full_size is not None else frame.size
+                plate_scale = full / frame.size
                 data_factor = num_data / full if num_data is not None else 1.0
-                scale = float(node["scale"]) * data_factor
-            lp = reduce_to_particles_by_data(node["fn"].log_prob(node["value"]), name, frame.dim, particle_dim, batch)
-            if lp.shape[0] not in (1, num_particles):
-                # a batch dim sits where the particles go: e.g. Normal(loc, scale) over a (B, D)
-                # loc without .to_event(1) when D == B, which the plate's shape check lets through
-                raise ConfigError(
-                    f"site {name!r}: log_prob has batch shape {tuple(node['fn'].batch_shape)}, one "
-                    f"dimension more than the plates around it; did you forget .to_event(...) on its "
-                    "distribution?"
-                )
-            sites[i][name] = Site(
-                name, lp, node["fn"], node["value"], node["is_observed"], isinstance(node["fn"], Unit)
-            )
+            sites[i][name] = _reduce_site(name, node, frame.dim, particle_dim, batch, num_particles, plate_scale)
             orders[i].append(name)
+    scale = plate_scale * data_factor
     return PairTrace(sites[0], sites[1], scale, data_factor, particle_dim, data_dim, batch, orders[1], orders[0])
+
+
+def _reduce_site(name: str, node: dict, data_dim: int, particle_dim: int, batch: int, num_particles: int, plate_scale: float) -> Site:
+    """A trace node as a :class:`Site`: its mask applied, its scale relative to the data plate's
+    subsampling scale split off, both (K, B) reductions."""
+    raw = node["fn"].log_prob(node["value"])  # MaskedDistribution masks are applied in here
+    mask = node["mask"]
+    masked = scale_and_mask(raw, 1.0, mask)
+    lp = reduce_to_particles_by_data(masked, name, data_dim, particle_dim, batch)
+    if lp.shape[0] not in (1, num_particles):
+        # a batch dim sits where the particles go: e.g. Normal(loc, scale) over a (B, D)
+        # loc without .to_event(1) when D == B, which the plate's shape check lets through
+        raise ConfigError(
+            f"site {name!r}: log_prob has batch shape {tuple(node['fn'].batch_shape)}, one "
+            f"dimension more than the plates around it; did you forget .to_event(...) on its "
+            "distribution?"
+        )
+    scale = _relative_scale(node["scale"], plate_scale)
+    site = Site(name, lp, node["fn"], node["value"], node["is_observed"], isinstance(node["fn"], Unit), mask=mask)
+    if is_identically_one(scale):
+        return site
+    site.scale = scale
+    site.scaled_log_prob = reduce_to_particles_by_data(masked * scale, name, data_dim, particle_dim, batch)
+    site.datapoint_scale = _as_datapoint_scale(scale, -particle_dim, data_dim)
+    return site
+
+
+def _relative_scale(scale: Scale, plate_scale: float) -> Scale:
+    """The site's scale without the data plate's subsampling factor (applied once per minibatch)."""
+    if plate_scale == 1.0:
+        return scale
+    if isinstance(scale, torch.Tensor):
+        return scale / plate_scale
+    rel = scale / plate_scale
+    return 1 if abs(rel - 1.0) < 1e-12 else rel
+
+
+def _as_datapoint_scale(scale: Scale, ndim: int, data_dim: int) -> Scale | None:
+    """``scale`` as a float or a (K|1, B|1) tensor, or None when it differs between the elements of
+    one datapoint (an inner plate or a particle-and-inner pattern)."""
+    if not isinstance(scale, torch.Tensor):
+        return float(scale)
+    if scale.numel() == 1:
+        return float(scale)
+    if scale.dim() > ndim:
+        return None
+    t = scale.reshape((1,) * (ndim - scale.dim()) + scale.shape)
+    other = [d for d in range(1, ndim) if d != ndim + data_dim]
+    if other:
+        hi = t.amax(other)
+        if not torch.equal(hi, t.amin(other)):
+            return None
+        t = hi
+    return t.reshape(t.shape[0], -1)
 
 
 def raise_if_shape_error(e: ValueError) -> None:
