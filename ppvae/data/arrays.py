@@ -14,7 +14,7 @@ import torch
 from ppvae.errors import ConfigError, DataError, DataNotFoundError
 
 from .build import assemble, check_seed, permutation
-from .checks import check_data, check_likelihood
+from .checks import DataScan, check_data, check_likelihood, check_support, scan_data
 from .dataset import Dataset
 from .readers import read_npz
 
@@ -47,9 +47,12 @@ def _flatten(x: np.ndarray, image_shape: Any, what: str) -> tuple[np.ndarray, tu
     return x, (int(shape[0]), int(shape[1]))
 
 
-def _likelihood(xs: list[np.ndarray], likelihood: str | None, dynamic: bool) -> str:
+def _likelihood(
+    scans: list[DataScan], likelihood: str | None, dynamic: bool, name: str = "data"
+) -> str:
     """Infer the likelihood: {0,1} data -> bernoulli; grey levels -> bernoulli only when dynamic
-    binarization is asked for; anything else -> normal."""
+    binarization is asked for; integers above 1 (8-bit images, counts) -> an error asking what
+    they are; anything else -> normal. An explicit ``likelihood`` is taken as given."""
     if likelihood is not None:
         check_likelihood(likelihood)
         if dynamic and likelihood != "bernoulli":
@@ -57,10 +60,40 @@ def _likelihood(xs: list[np.ndarray], likelihood: str | None, dynamic: bool) -> 
                 f"dynamic_binarization=True needs likelihood='bernoulli', got {likelihood!r}."
             )
         return likelihood
-    if dynamic:  # check_data then reports grey levels outside [0, 1] explicitly
+    if dynamic:  # check_support then reports grey levels outside [0, 1] explicitly
         return "bernoulli"
-    binary = all(bool(np.isin(x, (0, 1)).all()) for x in xs if x.size)
-    return "bernoulli" if binary else "normal"
+    if all(s.binary for s in scans):
+        return "bernoulli"
+    _refuse_integers(scans, name)
+    return "normal"
+
+
+def _refuse_integers(scans: list[DataScan], name: str) -> None:
+    """Integer data with values above 1 is almost always 8-bit images: a Gaussian decoder on 0-255
+    values trains "fine" with a loss in the millions. Say so instead of guessing."""
+    lo, hi = min(s.min for s in scans), max(s.max for s in scans)
+    if hi <= 1:
+        return
+    if all(s.integer_dtype for s in scans):
+        dtypes = sorted({str(s.x.dtype).replace("torch.", "") for s in scans})
+        kind = f"integer dtype {'/'.join(dtypes)}"
+    elif lo >= 0 and hi <= 255 and all(s.integral for s in scans):
+        kind = "float dtype, but every value is a whole number"
+    else:
+        return
+    if lo >= 0 and hi <= 255:
+        looks = "looks like 8-bit images (grey levels 0-255)"
+        scale = "Scale it to [0, 1] (x / 255)"
+    else:
+        looks = "looks like integer-coded data (counts, codes), not continuous values"
+        scale = f"Rescale it to [0, 1] (e.g. (x - {lo:g}) / {hi - lo:g})"
+    raise DataError(
+        f"{name}: holds only integers from {lo:g} to {hi:g} ({kind}): this {looks}. A Gaussian "
+        f"decoder would model these values as they are (losses in the millions), so ppvae does "
+        f"not guess. {scale} for a Bernoulli decoder with dynamic binarization "
+        f"(dynamic_binarization=True), binarize it (e.g. x > 127 for 8-bit images), or pass "
+        f"likelihood='normal' explicitly if it is really continuous data."
+    )
 
 
 def _fraction(value: float, what: str) -> float:
@@ -86,10 +119,16 @@ def from_array(
     ``x`` is (N, D), or (N, H, W) / (N, 1, H, W) images which are flattened row-major. With
     ``likelihood=None`` it is inferred: values in {0, 1} -> "bernoulli"; otherwise "normal",
     unless ``dynamic_binarization=True`` asks to treat grey levels in [0, 1] as Bernoulli
-    probabilities (valid and test are then binarized once with ``seed``).
+    probabilities (valid and test are then binarized once with ``seed``). Integer data with
+    values above 1 (an integer dtype, or floats that are all whole numbers in 0..255: 8-bit
+    images, most likely) raises :class:`DataError` instead of being modelled as Gaussian: scale
+    it to [0, 1], binarize it, or pass ``likelihood="normal"`` explicitly.
+
+    The values are checked in one vectorized pass over the whole array (min/max and finiteness
+    in one reduction, plus a chunked {0, 1} test when needed), not once per split.
     """
     arr, shape = _flatten(_to_numpy(x, name), image_shape, name)
-    check_data(arr, "normal", what=name)  # shape, emptiness and NaN/inf before inferring anything
+    scan = scan_data(arr, what=name)  # shape, emptiness and NaN/inf before inferring anything
     y = None if labels is None else _to_numpy(labels, f"{name} labels").reshape(-1)
     if y is not None and len(y) != len(arr):
         raise DataError(f"{name}: {len(y)} labels for {len(arr)} data points.")
@@ -109,15 +148,19 @@ def from_array(
         "valid": order[n - n_valid - n_test : n - n_test],
     }
     cuts["test"] = order[n - n_test :]
-    lik = _likelihood([arr], likelihood, dynamic_binarization)
+    lik = _likelihood([scan], likelihood, dynamic_binarization, name)
+    # Checked once on the whole array, from the same scan: every split is a subset of it.
+    check_support(scan, lik, dynamic_binarization=dynamic_binarization)
     return assemble(
         name,
-        {s: arr[i] for s, i in cuts.items()},
+        {s: arr[i] for s, i in cuts.items()},  # fancy indexing: private copies
         labels={s: None if y is None else y[i] for s, i in cuts.items()},
         image_shape=shape,
         likelihood=lik,
         dynamic_binarization=dynamic_binarization,
         seed=seed,
+        checked=True,
+        owned=True,
     )
 
 
@@ -136,13 +179,15 @@ def _from_splits(name: str, a: Mapping[str, np.ndarray], kwargs: dict[str, Any])
         )
     seed = check_seed(kwargs.get("seed", 0))
     dynamic = bool(kwargs.get("dynamic_binarization", False))
-    xs, shapes = {}, set()
+    xs, shapes, scans = {}, set(), {}
     for s in ("train", "valid", "test"):
         if f"x_{s}" in a:
             xs[s], shape = _flatten(
                 _to_numpy(a[f"x_{s}"], f"{name} x_{s}"), kwargs.get("image_shape"), name
             )
             shapes.add(shape)
+            if len(xs[s]) or s == "train":  # an empty x_valid / x_test is allowed
+                scans[s] = scan_data(xs[s], what=f"{name} x_{s}")
     ys = {s: a.get(f"y_{s}") for s in ("train", "valid", "test")}
     if "valid" not in xs:  # hold out a seeded random fraction of train, like from_array
         n = len(xs["train"])
@@ -154,7 +199,9 @@ def _from_splits(name: str, a: Mapping[str, np.ndarray], kwargs: dict[str, Any])
             ys["train"], ys["valid"] = ys["train"][tr], ys["train"][va]
     if len(shapes) != 1:
         raise DataError(f"{name}: the splits have different image shapes {sorted(shapes)}.")
-    lik = _likelihood(list(xs.values()), kwargs.get("likelihood"), dynamic)
+    lik = _likelihood(list(scans.values()), kwargs.get("likelihood"), dynamic, name)
+    for scan in scans.values():  # x_train's scan covers the train and valid parts cut from it
+        check_support(scan, lik, dynamic_binarization=dynamic)
     return assemble(
         kwargs.get("name", name),
         xs,
@@ -163,6 +210,8 @@ def _from_splits(name: str, a: Mapping[str, np.ndarray], kwargs: dict[str, Any])
         likelihood=lik,
         dynamic_binarization=dynamic,
         seed=seed,
+        checked=True,
+        owned=True,  # read from the file here (or cut from it by fancy indexing): private
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ppvae.errors import ConfigError
+from ppvae.errors import ConfigError, DataError
 
 from .checks import check_data
 from .dataset import SPLITS, Dataset
@@ -67,13 +67,23 @@ def binarize_once(p: torch.Tensor, seed: int, stream: int) -> torch.Tensor:
     return (torch.from_numpy(u) < p).to(torch.float32)
 
 
-def to_float(x: np.ndarray | torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """(N, ...) array -> (N, D) float32 tensor divided by ``scale``, with one copy at most."""
+def to_float(x: np.ndarray | torch.Tensor, scale: float = 1.0, copy: bool = True) -> torch.Tensor:
+    """(N, ...) array -> (N, D) float32 tensor divided by ``scale``, with one copy at most.
+
+    ``copy=False`` says ``x`` is a private array (e.g. the result of fancy indexing) that may be
+    wrapped and scaled in place: a contiguous float32 array is then not copied at all.
+    """
     dim = math.prod(x.shape[1:])  # explicit, as reshape(0, -1) is ambiguous for an empty split
     if isinstance(x, torch.Tensor):
-        out = x.detach().cpu().reshape(x.shape[0], dim).to(torch.float32, copy=True)
-    else:  # via NumPy: read-only buffers (np.frombuffer) cannot be wrapped by torch.from_numpy
+        out = x.detach().cpu().reshape(x.shape[0], dim).to(torch.float32, copy=copy)
+        if not copy and not out.is_contiguous():
+            out = out.contiguous()
+    elif copy or not x.flags.writeable:
+        # via NumPy: read-only buffers (np.frombuffer) cannot be wrapped by torch.from_numpy
         out = torch.from_numpy(np.array(x, dtype=np.float32).reshape(len(x), dim))
+    else:
+        flat = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), dim)
+        out = torch.from_numpy(flat)
     if scale != 1.0:
         out.div_(scale)
     return out
@@ -97,12 +107,19 @@ def assemble(
     scale: float = 1.0,
     seed: int = 0,
     limit: int | None = None,
+    checked: bool = False,
+    owned: bool = False,
 ) -> Dataset:
     """Build a checked :class:`Dataset` from raw split arrays.
 
     Each split is truncated to its first ``limit`` rows *before* conversion (cheap), converted to
     float32 and divided by ``scale``, checked against the likelihood, and - when
     ``dynamic_binarization`` - valid and test are binarized once with ``seed``.
+
+    ``checked=True`` says the caller has already run the value checks on arrays that contain
+    every split (as ``from_array`` does, from one scan): only the cheap structural ones are
+    repeated. ``owned=True`` says the split arrays are private copies, converted in place when
+    their dtype allows it (no second copy).
     """
     limit = check_limit(limit)
     labels = labels or {}
@@ -112,8 +129,14 @@ def assemble(
         if limit is not None:
             x = x[:limit]
             y = None if y is None else y[:limit]
-        t = to_float(x, scale)
-        if t.shape[0] > 0 or split == "train":  # an empty valid split is allowed (valid_size=0)
+        t = to_float(x, scale, copy=not owned)
+        if checked:  # the values were checked on the whole array; the structure is cheap to redo
+            if split == "train" and t.shape[0] == 0:
+                raise DataError(
+                    f"{name} train split: is empty (shape {tuple(t.shape)}); need at least one "
+                    f"data point."
+                )
+        elif t.shape[0] > 0 or split == "train":  # an empty valid split is allowed (valid_size=0)
             check_data(
                 t,
                 likelihood,
