@@ -77,6 +77,9 @@ def cmd_list(args) -> int:
     for name, fam in FAMILIES.items():
         print(f"  {name:<12} {fam.description}")
     print("objectives:  " + ", ".join(OBJECTIVES))
+    from ppvae.schemes import SCHEMES
+
+    print("schemes:     " + ", ".join(SCHEMES) + "  (or your own ppvae.schemes.Scheme through the API)")
     print("datasets:    " + ", ".join(DATASETS) + "  (or --data FILE.npy/.npz)")
     return 0
 
@@ -173,6 +176,13 @@ def _plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+def _scheme_label(config, model) -> str:
+    from ppvae.schemes import get_scheme
+
+    scheme = get_scheme(config.scheme, model).name
+    return f"{config.objective}, k={config.num_particles}" if scheme == "bound" else f"scheme {scheme}"
+
+
 def cmd_train(args) -> int:
     from ppvae.analysis import sample
     from ppvae.plots import save_image_grid, save_training_curves
@@ -208,7 +218,7 @@ def cmd_train(args) -> int:
         meta = {"family": family, "model_options": options, "x_dim": data.x_dim, "dataset": data_spec,
                 "image_shape": list(data.image_shape), "likelihood": data.likelihood}
     device = resolve_device(config.device)
-    print(f"{'resuming' if args.resume else 'training'} {meta['family']} ({config.objective}, k={config.num_particles}) on {data.name}: "
+    print(f"{'resuming' if args.resume else 'training'} {meta['family']} ({_scheme_label(config, model)}) on {data.name}: "
           f"{len(data)} train / {data.split('valid').shape[0]} valid, device {device}, out {out}")
     result = fit(model, guide, data, config, out_dir=out, resume=args.resume or False, overwrite=args.overwrite, meta=meta,
                  callbacks=[lambda m: print(_epoch_line(m), flush=True)] if args.no_progress else [])

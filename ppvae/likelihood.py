@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import torch
 
 from ppvae.errors import ConfigError, DataError
@@ -86,7 +87,12 @@ def log_likelihood(
             running = None
             for s0 in range(0, num_samples, particles):
                 k = min(particles, num_samples - s0)
-                tr = trace_pair(model, guide, xb, *args, num_particles=k, **kwargs)
+                try:
+                    tr = trace_pair(model, guide, xb, *args, num_particles=k, **kwargs)
+                except NotImplementedError as e:  # a prior or decoder without a density
+                    raise ConfigError(f"log p(x) cannot be estimated for this pair: {e}") from e
+                if running is None:
+                    _check_proposal(tr)
                 tr.datapoint_scale("log_likelihood")  # raises for scales on some sites only
                 log_w = tr.log_weights()  # (k, b): masked, without the pair's scales
                 if diagnostics:
@@ -126,6 +132,21 @@ def pareto_k(log_weights: np.ndarray) -> np.ndarray:
     flat = np.ptp(log_weights, axis=1) < 1e-6
     k[flat] = 0.0
     return k
+
+
+def _check_proposal(tr) -> None:
+    """Importance sampling needs a guide with a density: a Delta (a deterministic encoder) gives
+    weights that are not p(x, z) / q(z | x), so its "estimate" would be meaningless."""
+    for name, site in tr.guide_sites.items():
+        fn = site.fn
+        while hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        if isinstance(fn, dist.Delta):
+            raise ConfigError(
+                f"guide site {name!r} is a Delta (a deterministic encoder): it has no density, so it cannot "
+                "be the proposal of importance sampling. Use a Gaussian encoder (e.g. --set encoder=gaussian "
+                "for the aae family), or evaluate with the Parzen window (ppvae.parzen)"
+            )
 
 
 def _check_args(x, num_samples, chunk_elements) -> None:

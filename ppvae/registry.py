@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 from ppvae.errors import ConfigError
 from ppvae.options import coerce_options
+from ppvae.guides.aae import AAEEncoder
 from ppvae.guides.vae import GaussianEncoder
+from ppvae.models.aae import AAEConfig, AAEModel
 from ppvae.models.iop import IOPConfig, IOPVAE
 from ppvae.models.mog_prior import MoGPriorConfig, MoGPriorVAE
 from ppvae.models.vae import VAE, VAEConfig
@@ -30,6 +32,7 @@ FAMILIES: dict[str, Family] = {
     "vae": Family(VAEConfig, lambda d, c: (VAE(d, c), GaussianEncoder(d, c)), "VAE / IWAE pair, 1 or 2 stochastic layers (Kingma & Welling 2014; Burda et al. 2016)"),
     "vampprior": Family(VampPriorConfig, vampprior_pair, "VAE with a VampPrior: mixture of the encoder's posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"),
     "mog-prior": Family(MoGPriorConfig, lambda d, c: (MoGPriorVAE(d, c), GaussianEncoder(d, c)), "VAE with a learned mixture-of-Gaussians prior, the VampPrior paper's baseline (Tomczak & Welling 2018)"),
+    "aae": Family(AAEConfig, lambda d, c: (AAEModel(d, c), AAEEncoder(d, c)), "adversarial autoencoder: Gaussian, 10-Gaussian mixture or swiss-roll prior; label to the discriminator or the decoder (Makhzani et al. 2016)"),
     "iop": Family(IOPConfig, lambda d, c: (IOPVAE(d, c), GaussianEncoder(d, c)), "VAE with implicit optimal prior: N(0,I) prior corrected by a density-ratio net T(z) (Takahashi et al. 2019)"),
 }
 

@@ -10,6 +10,7 @@ import difflib
 from typing import Any, Callable
 
 from ppvae.errors import ConfigError
+from ppvae.schemes.adversarial import AdversarialScheme
 from ppvae.schemes.base import ParamGroup, Phase, Scheme, StepContext
 from ppvae.schemes.bound import BoundScheme, parameters_of
 from ppvae.schemes.density_ratio import DensityRatioScheme
@@ -17,6 +18,7 @@ from ppvae.schemes.density_ratio import DensityRatioScheme
 SCHEMES: dict[str, Callable[[], Scheme]] = {
     "bound": BoundScheme,  # elbo / elbo-analytic / iwae, chosen by TrainConfig.objective
     "iop": DensityRatioScheme,
+    "aae": AdversarialScheme,  # reconstruction + a GAN matching q(z) to the model's prior
 }
 
 
@@ -34,5 +36,5 @@ def get_scheme(scheme: str | Scheme | None, model: Any = None) -> Scheme:
     return SCHEMES[scheme]()
 
 
-__all__ = ["Scheme", "ParamGroup", "Phase", "StepContext", "BoundScheme", "DensityRatioScheme", "SCHEMES",
+__all__ = ["Scheme", "ParamGroup", "Phase", "StepContext", "BoundScheme", "DensityRatioScheme", "AdversarialScheme", "SCHEMES",
            "get_scheme", "parameters_of"]

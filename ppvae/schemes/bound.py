@@ -66,9 +66,10 @@ class BoundScheme(Scheme):
 
 
 def parameters_of(model: Callable, guide: Callable, x: torch.Tensor,
-                  excluded: tuple[torch.nn.Module, ...] | list = ()) -> list[torch.nn.Parameter]:
+                  excluded: tuple[torch.nn.Module, ...] | list = (), **kwargs) -> list[torch.nn.Parameter]:
     """Every trainable tensor of the pair, each once: the modules' parameters, plus any
-    ``pyro.param`` the programs create (found with one param-only trace), minus ``excluded``'s."""
+    ``pyro.param`` the programs create (found with one param-only trace of ``guide(x, **kwargs)``
+    and the replayed model), minus ``excluded``'s."""
     skip = {id(p) for m in excluded for p in m.parameters()}
     params: dict[int, torch.Tensor] = {}
     for obj in (model, guide):
@@ -78,8 +79,8 @@ def parameters_of(model: Callable, guide: Callable, x: torch.Tensor,
                     params.setdefault(id(p), p)
     with torch.no_grad(), torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
         try:
-            guide_tr = poutine.trace(guide, param_only=True).get_trace(x)
-            model_tr = poutine.trace(poutine.replay(model, guide_tr), param_only=True).get_trace(x)
+            guide_tr = poutine.trace(guide, param_only=True).get_trace(x, **kwargs)
+            model_tr = poutine.trace(poutine.replay(model, guide_tr), param_only=True).get_trace(x, **kwargs)
         except ValueError as e:
             raise_if_shape_error(e)  # a missing .to_event: say so, not Pyro's bare shape mismatch
             raise
