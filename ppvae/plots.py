@@ -28,11 +28,13 @@ from ppvae.errors import ConfigError, DataError
 __all__ = [
     "manifold_grid",
     "project_2d",
+    "save_codes_against_priors",
     "save_codes_by_input",
     "save_image_grid",
     "save_latent_scatter",
     "save_manifold",
     "save_reconstructions",
+    "save_style_content_grid",
     "save_training_curves",
 ]
 
@@ -362,4 +364,60 @@ def save_codes_by_input(codes: Sequence[torch.Tensor], path, *, names: Sequence[
         ax.legend(markerscale=3, fontsize="small", title="input")
     if title:
         ax.set_title(title)
+    return _save_fig(fig, path)
+
+
+def save_codes_against_priors(panels: Sequence[tuple[str, torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+                              path, *, ncols: int = 3, max_points: int = 5000) -> Path:
+    """The aggregated-posterior figure of the adversarial-autoencoder paper (Makhzani et al. 2016,
+    Figure 2): one panel per ``(title, codes, labels, prior_samples)``, the 2-D test codes coloured
+    by label over grey draws from the prior they were trained to match, on shared axes per panel.
+    """
+    if not panels:
+        raise DataError("save_codes_against_priors: no panels")
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.2 * min(ncols, len(panels)), 4.0 * nrows), dpi=100)
+    gen = torch.Generator().manual_seed(0)
+    for i, (title, codes, labels, prior) in enumerate(panels):
+        z = torch.as_tensor(codes).detach().cpu().double()
+        if z.dim() != 2 or z.shape[1] != 2:
+            raise DataError(f"save_codes_against_priors: panel {title!r} needs (N, 2) codes, got {tuple(z.shape)}")
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        if prior is not None:
+            p = torch.as_tensor(prior).detach().cpu().double()[:max_points]
+            ax.scatter(p[:, 0], p[:, 1], s=2, color="0.8", linewidths=0, label="prior")
+        idx = torch.randperm(z.shape[0], generator=gen)[:max_points]
+        lab, discrete = (None, False) if labels is None else _labels(torch.as_tensor(labels)[idx], len(idx))
+        _scatter(ax, z[idx].numpy(), lab, discrete, fig)
+        ax.set_title(title, fontsize="medium")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def save_style_content_grid(images: torch.Tensor, image_shape, path, *, num_classes: int = 10,
+                            row_title: str = "style code", upscale: int = 1) -> Path:
+    """Images ``(rows * num_classes, H*W)`` in row-major order, one row per style code z and one
+    column per class label y (Makhzani et al. 2016, Figure 6): columns headed by their label,
+    rows by their style index, tiles separated by white gaps.
+    """
+    tiles = _as_images(images, image_shape)
+    if tiles.shape[0] % num_classes:
+        raise DataError(f"save_style_content_grid: {tiles.shape[0]} images is not a whole number of rows of {num_classes}")
+    rows = tiles.shape[0] // num_classes
+    grid = make_grid(F.interpolate(tiles, scale_factor=upscale, mode="nearest") if upscale > 1 else tiles,
+                     nrow=num_classes, padding=2, pad_value=1.0)[0].numpy()
+    h, w = (s * upscale + 2 for s in tiles.shape[-2:])
+    fig = Figure(figsize=(0.6 * num_classes + 1.2, 0.6 * rows + 0.8), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([2 + w * j + (w - 2) / 2 for j in range(num_classes)], [str(j) for j in range(num_classes)])
+    ax.set_yticks([2 + h * i + (h - 2) / 2 for i in range(rows)], [str(i + 1) for i in range(rows)])
+    ax.xaxis.tick_top()
+    ax.set_xlabel("label y given to the decoder")
+    ax.xaxis.set_label_position("top")
+    ax.set_ylabel(row_title)
+    ax.tick_params(length=0)
     return _save_fig(fig, path)
