@@ -19,9 +19,9 @@ default on this machine. Nothing here asserts a time.
 
 Run from the repository root::
 
-    /work/venv/bin/python benchmarks/log_likelihood.py                 # CPU, 1 thread
-    /work/venv/bin/python benchmarks/log_likelihood.py --device cuda
-    /work/venv/bin/python benchmarks/log_likelihood.py --quick         # seconds, for the tests
+    python benchmarks/log_likelihood.py                 # CPU, 1 thread
+    python benchmarks/log_likelihood.py --device cuda
+    python benchmarks/log_likelihood.py --quick         # seconds, for the tests
 
 References:
   Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders.

@@ -26,9 +26,9 @@ ratio ppvae / torch (its 25-75% range in brackets). Nothing here asserts a time.
 
 Run from the repository root::
 
-    /work/venv/bin/python benchmarks/train_step.py                 # CPU, 1 thread
-    /work/venv/bin/python benchmarks/train_step.py --device cuda
-    /work/venv/bin/python benchmarks/train_step.py --quick         # a few seconds, for the tests
+    python benchmarks/train_step.py                 # CPU, 1 thread
+    python benchmarks/train_step.py --device cuda
+    python benchmarks/train_step.py --quick         # a few seconds, for the tests
 
 References:
   Kingma & Welling (2014), Auto-Encoding Variational Bayes.
