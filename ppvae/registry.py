@@ -13,8 +13,10 @@ from typing import Any, Callable
 from ppvae.errors import ConfigError
 from ppvae.options import coerce_options
 from ppvae.guides.aae import AAEEncoder
+from ppvae.guides.aae_categorical import CategoricalAAEEncoder
 from ppvae.guides.vae import GaussianEncoder
 from ppvae.models.aae import AAEConfig, AAEModel
+from ppvae.models.aae_categorical import CategoricalAAEConfig, CategoricalAAEModel
 from ppvae.models.iop import IOPConfig, IOPVAE
 from ppvae.models.mog_prior import MoGPriorConfig, MoGPriorVAE
 from ppvae.models.vae import VAE, VAEConfig
@@ -33,6 +35,7 @@ FAMILIES: dict[str, Family] = {
     "vampprior": Family(VampPriorConfig, vampprior_pair, "VAE with a VampPrior: mixture of the encoder's posteriors at K learned pseudo-inputs (Tomczak & Welling 2018)"),
     "mog-prior": Family(MoGPriorConfig, lambda d, c: (MoGPriorVAE(d, c), GaussianEncoder(d, c)), "VAE with a learned mixture-of-Gaussians prior, the VampPrior paper's baseline (Tomczak & Welling 2018)"),
     "aae": Family(AAEConfig, lambda d, c: (AAEModel(d, c), AAEEncoder(d, c)), "adversarial autoencoder: Gaussian, 10-Gaussian mixture or swiss-roll prior; label to the discriminator or the decoder (Makhzani et al. 2016)"),
+    "aae-categorical": Family(CategoricalAAEConfig, lambda d, c: (CategoricalAAEModel(d, c), CategoricalAAEEncoder(d, c)), "adversarial autoencoder with a categorical y and a style z: semi-supervised classification (labels=100/1000/all), unsupervised clustering (labels=0), 2-D cluster heads (Makhzani et al. 2016)"),
     "iop": Family(IOPConfig, lambda d, c: (IOPVAE(d, c), GaussianEncoder(d, c)), "VAE with implicit optimal prior: N(0,I) prior corrected by a density-ratio net T(z) (Takahashi et al. 2019)"),
 }
 

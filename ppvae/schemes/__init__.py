@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ppvae.errors import ConfigError
 from ppvae.schemes.adversarial import AdversarialScheme
+from ppvae.schemes.categorical import CategoricalAdversarialScheme
 from ppvae.schemes.base import ParamGroup, Phase, Scheme, StepContext
 from ppvae.schemes.bound import BoundScheme, parameters_of
 from ppvae.schemes.density_ratio import DensityRatioScheme
@@ -19,6 +20,7 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     "bound": BoundScheme,  # elbo / elbo-analytic / iwae, chosen by TrainConfig.objective
     "iop": DensityRatioScheme,
     "aae": AdversarialScheme,  # reconstruction + a GAN matching q(z) to the model's prior
+    "aae-categorical": CategoricalAdversarialScheme,  # the aae on y and z + a supervised phase (semi-supervised / clustering)
 }
 
 

@@ -17,6 +17,12 @@ one is passed. With ``condition_on_labels`` the one-hot label is appended to the
 input on both sides (prior draws then come from p(z | y): the model must take ``y``), so each class
 fills its own region of the prior.
 
+With several latent sites (``site=("y", "z")``) each site gets its own discriminator and its own
+regularization phase, in the order given: the discriminator of site s, then the generator of site s
+(groups ``discriminator_<s>`` and ``generator_<s>``), so the aggregated posterior of each site is
+matched to its own prior marginal, as the semi-supervised AAE matches q(y) to a categorical and
+q(z) to a Gaussian (:mod:`ppvae.schemes.categorical`). One site keeps the plain names above.
+
 The discriminator's optimum is D*(z) = p(z) / (p(z) + q(z)) (Goodfellow et al. 2014, Prop. 1),
 which ``tests/test_adversarial.py`` checks on two known 1-D Gaussians.
 
@@ -28,7 +34,7 @@ References:
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from pyro import poutine
@@ -48,8 +54,9 @@ class AdversarialScheme(Scheme):
     """Reconstruction, discriminator and generator phases (see the module docstring).
 
     Options: ``discriminator`` (a module mapping codes (B, d [+ classes]) to logits (B,) or (B, 1);
-    default an MLP of ``hidden`` ReLU layers), ``site`` (the latent site to regularize; default the
-    guide's only latent), ``generator_loss`` ("non-saturating" or "minimax"), ``noise_std`` (Gaussian
+    default an MLP of ``hidden`` ReLU layers; with several sites a dict ``{site: module}``, missing
+    sites get the default), ``site`` (the latent site to regularize, or a sequence of sites, each
+    with its own discriminator; default the guide's only latent), ``generator_loss`` ("non-saturating" or "minimax"), ``noise_std`` (Gaussian
     noise on the discriminator's inputs, both classes; musyoku's reimplementation used 0.3),
     ``discriminator_steps`` / ``generator_steps`` per minibatch, ``reconstruction_weight`` /
     ``adversarial_weight``, ``discriminator_lr`` / ``generator_lr`` (default: the run's lr), and
@@ -60,7 +67,8 @@ class AdversarialScheme(Scheme):
     name = "aae"
     mode = "min"
 
-    def __init__(self, discriminator: nn.Module | None = None, *, site: str | None = None,
+    def __init__(self, discriminator: nn.Module | Mapping[str, nn.Module] | None = None, *,
+                 site: str | Sequence[str] | None = None,
                  hidden: Sequence[int] = (1000, 1000), generator_loss: str = "non-saturating",
                  noise_std: float = 0.3, discriminator_steps: int = 1, generator_steps: int = 1,
                  reconstruction_weight: float = 1.0, adversarial_weight: float = 1.0,
@@ -74,6 +82,10 @@ class AdversarialScheme(Scheme):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not noise_std >= 0 or not reconstruction_weight >= 0 or not adversarial_weight >= 0:
             raise ConfigError("noise_std and the loss weights must be zero or positive")
+        if site is not None and not isinstance(site, str):
+            site = tuple(site)
+            if not site or not all(isinstance(s, str) for s in site) or len(set(site)) != len(site):
+                raise ConfigError(f"site must be a latent site name or a sequence of distinct names, got {site!r}")
         self.discriminator = discriminator
         self.site, self.hidden, self.generator_loss = site, tuple(hidden), generator_loss
         self.noise_std, self.d_steps, self.g_steps = float(noise_std), int(discriminator_steps), int(generator_steps)
@@ -102,66 +114,115 @@ class AdversarialScheme(Scheme):
                 raise ConfigError(f"the guide has latent sites {sorted(latents)}: pass site= to say which one the "
                                   "discriminator regularizes")
             self.site = next(iter(latents))
-        if self.site not in latents:
-            raise ConfigError(f"the guide has no latent site {self.site!r}; its latent sites: {sorted(latents)}")
-        z_dim = latents[self.site].shape[-1]
-        if self.discriminator is None:
-            extra = self.num_classes if self.condition_on_labels else 0
-            self.discriminator = mlp(z_dim + extra, self.hidden, 1, "relu")
+        for site in self.sites:
+            if site not in latents:
+                raise ConfigError(f"the guide has no latent site {site!r}; its latent sites: {sorted(latents)}")
+        extra = self.num_classes if self.condition_on_labels else 0
+        if not self.several:
+            if isinstance(self.discriminator, Mapping):
+                self.discriminator = self.discriminator.get(self.site)
+            if self.discriminator is None:
+                self.discriminator = mlp(latents[self.site].shape[-1] + extra, self.hidden, 1, "relu")
+            return
+        given = self.discriminator if self.discriminator is not None else {}
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"with several sites {list(self.sites)} pass one discriminator per site as a dict "
+                              "{site: module} (or none: each site gets the default)")
+        unknown = set(given) - set(self.sites)
+        if unknown:
+            raise ConfigError(f"discriminators given for {sorted(unknown)}, which are not among the sites {list(self.sites)}")
+        bad = [s for s in self.sites if "." in s or not s]
+        if bad:
+            raise ConfigError(f"site names {bad} cannot name a discriminator (no dots): rename the sites")
+        # one network per site, in an nn.ModuleDict so each is checkpointed under its site's name
+        self.discriminator = nn.ModuleDict({s: given.get(s) if given.get(s) is not None else
+                                            mlp(latents[s].shape[-1] + extra, self.hidden, 1, "relu") for s in self.sites})
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The regularized latent sites, in the order their regularization phases run."""
+        return (self.site,) if isinstance(self.site, str) else tuple(self.site or ())
+
+    @property
+    def several(self) -> bool:
+        return len(self.sites) > 1
+
+    def _tag(self, site: str) -> str:
+        """Suffix of a site's group and metric names: none with one site (the plain names)."""
+        return f"_{site}" if self.several else ""
 
     def param_groups(self, model, guide, x, config) -> dict[str, ParamGroup]:
         kwargs = self._labels(torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
         pair = parameters_of(model, guide, x, **kwargs)
         encoder = parameters_of(_NoModel(), guide, x, **kwargs)
-        groups = {"autoencoder": ParamGroup.from_config(pair, config),
-                  "discriminator": ParamGroup.from_config(self.discriminator.parameters(), config),
-                  "generator": ParamGroup.from_config(encoder, config)}
-        if self.d_lr is not None:
-            groups["discriminator"].lr = float(self.d_lr)
-        if self.g_lr is not None:
-            groups["generator"].lr = float(self.g_lr)
+        groups = {"autoencoder": ParamGroup.from_config(pair, config)}
+        for site in self.sites:
+            tag = self._tag(site)
+            groups["discriminator" + tag] = ParamGroup.from_config(self._critic_net(site).parameters(), config)
+            # the whole guide: a site's generator loss leaves the other sites' heads without a
+            # gradient (None), and Adam skips those
+            groups["generator" + tag] = ParamGroup.from_config(encoder, config)
+            if self.d_lr is not None:
+                groups["discriminator" + tag].lr = float(self.d_lr)
+            if self.g_lr is not None:
+                groups["generator" + tag].lr = float(self.g_lr)
         return groups
 
     # --- one step ---------------------------------------------------------------------------
 
     def step(self, model, guide, x, y, ctx: StepContext) -> Iterator[Phase]:
         kwargs = self._labels(y)
-        B = x.shape[0]
-        log_lik, _ = reconstruction(model, guide, x, self.site, kwargs)
+        yield self.reconstruction_phase(model, guide, x, kwargs, ctx)
+        for site in self.sites:
+            yield from self.regularization_phases(model, guide, x, y, kwargs, site)
+
+    def reconstruction_phase(self, model, guide, x, kwargs, ctx: StepContext) -> Phase:
+        """-log p(x | z), z ~ q(z | x), over model + guide (a subclass may add terms)."""
+        log_lik, _ = reconstruction(model, guide, x, self.sites[0], kwargs)
         loss = -log_lik.mean()
-        yield Phase("reconstruction_loss", "autoencoder", self.w_rec * loss, value=loss.detach(), weight=B)
+        return Phase("reconstruction_loss", "autoencoder", self.w_rec * loss, value=loss.detach(), weight=x.shape[0])
+
+    def regularization_phases(self, model, guide, x, y, kwargs, site: str) -> Iterator[Phase]:
+        """The GAN on one latent site: discriminator step(s), then generator step(s)."""
+        B, tag = x.shape[0], self._tag(site)
         onehot = F.one_hot(y, self.num_classes).to(x.dtype) if self.condition_on_labels else None
         for _ in range(self.d_steps):
-            z_q = self.codes(guide, x, kwargs).detach()
-            z_p = self.prior_draws(model, x, y, kwargs)
-            real, fake = self.critic(z_p, onehot), self.critic(z_q, onehot)
+            z_q = self.codes(guide, x, kwargs, site).detach()
+            z_p = self.prior_draws(model, x, y, kwargs, site)
+            real, fake = self.critic(z_p, onehot, site), self.critic(z_q, onehot, site)
             accuracy = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
-            yield Phase("discriminator_loss", "discriminator", discriminator_loss(real, fake), weight=B,
-                        metrics={"discriminator_accuracy": accuracy.detach()})
+            yield Phase(f"discriminator{tag}_loss", "discriminator" + tag, discriminator_loss(real, fake), weight=B,
+                        metrics={f"discriminator{tag}_accuracy": accuracy.detach()})
         for _ in range(self.g_steps):
-            fake = self.critic(self.codes(guide, x, kwargs), onehot)
+            fake = self.critic(self.codes(guide, x, kwargs, site), onehot, site)
             g = generator_loss(fake, self.generator_loss)
-            yield Phase("generator_loss", "generator", self.w_adv * g, value=g.detach(), weight=B)
+            yield Phase(f"generator{tag}_loss", "generator" + tag, self.w_adv * g, value=g.detach(), weight=B)
 
-    def critic(self, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
-        """Discriminator logits for codes ``z`` (noised while training), shape (B,)."""
+    def _critic_net(self, site: str | None) -> nn.Module:
+        return self.discriminator[site or self.sites[0]] if self.several else self.discriminator
+
+    def critic(self, z: torch.Tensor, onehot: torch.Tensor | None, site: str | None = None) -> torch.Tensor:
+        """Discriminator logits for codes ``z`` of ``site`` (noised while training), shape (B,)."""
         if self.noise_std > 0:
             z = z + self.noise_std * torch.randn_like(z)
         if onehot is not None:
             z = torch.cat([z, onehot], -1)
-        return self.discriminator(z).reshape(z.shape[0])
+        return self._critic_net(site)(z).reshape(z.shape[0])
 
-    def codes(self, guide, x, kwargs) -> torch.Tensor:
+    def codes(self, guide, x, kwargs, site: str | None = None) -> torch.Tensor:
         """z ~ q(z | x) from the guide's trace, differentiable in the guide's parameters."""
-        return poutine.trace(guide).get_trace(x, **kwargs).nodes[self.site]["value"]
+        return poutine.trace(guide).get_trace(x, **kwargs).nodes[site or self.sites[0]]["value"]
 
     @torch.no_grad()
-    def prior_draws(self, model, x, y, kwargs) -> torch.Tensor:
+    def prior_draws(self, model, x, y, kwargs, site: str | None = None) -> torch.Tensor:
         """z ~ p(z) (or p(z | y)) from the model: its ``sample_prior`` if it has one (no decoder
-        pass), else the value of the latent site in a trace of the model run forward."""
+        pass; with several sites it returns ``{site: draws}``), else the value of the latent site
+        in a trace of the model run forward."""
+        site = site or self.sites[0]
         if hasattr(model, "sample_prior"):
-            return model.sample_prior(x.shape[0], y if self.condition_on_labels else None)
-        return poutine.trace(model).get_trace(x, **kwargs).nodes[self.site]["value"]
+            draws = model.sample_prior(x.shape[0], y if self.condition_on_labels else None)
+            return draws[site] if isinstance(draws, Mapping) else draws
+        return poutine.trace(model).get_trace(x, **kwargs).nodes[site]["value"]
 
     @torch.no_grad()
     def validate(self, model, guide, x, ctx, batch_size: int = 500) -> dict[str, float]:
@@ -169,7 +230,7 @@ class AdversarialScheme(Scheme):
         total = 0.0
         for i in range(0, x.shape[0], batch_size):
             yb = y[i : i + batch_size].to(x.device) if y is not None else None
-            log_lik, _ = reconstruction(model, guide, x[i : i + batch_size], self.site, self._labels(yb))
+            log_lik, _ = reconstruction(model, guide, x[i : i + batch_size], self.sites[0], self._labels(yb))
             total -= float(log_lik.sum())
         return {self.monitor: total / x.shape[0]}
 
@@ -181,7 +242,8 @@ class AdversarialScheme(Scheme):
         return {"y": y}
 
     def describe(self) -> dict:
-        return {"name": self.name, "generator_loss": self.generator_loss, "site": self.site,
+        return {"name": self.name, "generator_loss": self.generator_loss,
+                "site": self.site if isinstance(self.site, str) or self.site is None else list(self.site),
                 "condition_on_labels": bool(self.condition_on_labels)}
 
 

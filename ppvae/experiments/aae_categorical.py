@@ -1,0 +1,230 @@
+"""The adversarial-autoencoder paper's categorical experiments, from scratch: semi-supervised
+classification error with 100, 1000 and all labels, unsupervised clustering error with 16 and 30
+clusters, and the 2-D embedding with cluster heads beside a 2-D VAE's and a 2-D AAE's.
+
+    python -m ppvae.experiments.aae_categorical --data-root DATA --out RUNS --results docs/results
+
+Every model is its own resumable run folder ``OUT/<name>/`` (``last.pt``, ``best.pt``,
+``metrics.jsonl``): run the command again (with the same or a larger ``--epochs``) and each run
+continues where it stopped; finished runs are only evaluated. After each run its ``result.json``
+is written and the tables ``RESULTS/aae_semisupervised.csv`` (labels, error, epochs, wall_s) and
+``RESULTS/aae_clustering.csv`` (clusters, error, epochs, wall_s) are rebuilt from every finished or
+partial run, so an interrupted session still leaves its numbers.
+
+- **Semi-supervised** (Makhzani et al. 2016, Section 5): the ``aae-categorical`` family with
+  ``labels`` = 100, 1000, "all" (a balanced subset of the *training* split, fixed by a seed); the
+  checkpoint with the lowest *validation* error (``best.pt``) is scored on the test set.
+- **Clustering** (Section 6): ``labels=0`` and 16 or 30 clusters; each cluster takes the majority
+  label of its training members, and the error is on the test set (the paper's own rule, the label
+  of each cluster's most confident example, is in ``result.json`` too).
+- **Dimensionality reduction** (Section 7): 2-D style plus 20 learned cluster heads, no labels; its
+  test embedding W_C^T y + z is drawn beside the 2-D codes of a VAE (ELBO) and an AAE (Gaussian
+  prior), and its clustering error is scored like the clustering runs'.
+
+Figures per run: ``confusion.png`` (test), ``style_content.png`` (rows: styles z ~ p(z); columns:
+the class or cluster given to the decoder), and ``embeddings.png`` for the three 2-D models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import ppvae
+from ppvae.checkpoint import load
+from ppvae.plots import save_codes_against_priors, save_style_content_grid
+from ppvae.schemes import AdversarialScheme
+from ppvae.semisupervised import (class_probabilities, classification_error, clustering_error, confusion_matrix,
+                                  most_confident_labels, save_confusion_matrix)
+
+# name -> (family, options, kind); widths and epochs come from the command line
+RUNS: dict[str, tuple[str, dict, str]] = {
+    "semi-100": ("aae-categorical", {"labels": 100}, "semi"),
+    "semi-1000": ("aae-categorical", {"labels": 1000}, "semi"),
+    "semi-all": ("aae-categorical", {"labels": "all"}, "semi"),
+    "cluster-16": ("aae-categorical", {"labels": 0, "num_classes": 16}, "cluster"),
+    "cluster-30": ("aae-categorical", {"labels": 0, "num_classes": 30}, "cluster"),
+    "heads-2d": ("aae-categorical", {"labels": 0, "num_classes": 20, "cluster_heads": True, "z_dim": 2}, "heads"),
+    "vae-2d": ("vae", {"z_dims": [2]}, "vae"),
+    "aae-2d": ("aae", {"z_dim": 2, "prior": "gaussian"}, "aae"),
+}
+PAPER = {"semi-100": 1.90, "semi-1000": 1.60, "semi-all": 0.85, "cluster-16": 9.55, "cluster-30": 4.10}
+
+
+def options_for(name: str, hidden: tuple[int, ...], likelihood: str) -> tuple[str, dict]:
+    family, options, _ = RUNS[name]
+    opts = {**options, "likelihood": likelihood}
+    if family == "vae":
+        opts.update(hidden=[list(hidden)], activation="relu")
+    else:
+        opts["hidden"] = list(hidden)
+    return family, opts
+
+
+def train(name: str, data, *, epochs: int, hidden: tuple[int, ...], out: Path, seed: int, lr: float,
+          betas: tuple[float, float], batch_size: int, progress: bool):
+    """Train (or resume, or just load when done) one model in ``out/name``; returns (model, guide, history)."""
+    family, opts = options_for(name, hidden, data.likelihood)
+    model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
+    folder = out / name
+    resume = (folder / "last.pt").exists()
+    scheme = AdversarialScheme(hidden=hidden) if family == "aae" else None  # None: the family's own
+    result = ppvae.fit(model, guide, data, scheme=scheme, epochs=epochs, lr=lr, adam_betas=betas, batch_size=batch_size,
+                       seed=seed, out_dir=folder, resume=resume, progress=progress,
+                       meta={"family": family, "model_options": opts, "x_dim": data.x_dim,
+                             "image_shape": list(data.image_shape), "likelihood": data.likelihood},
+                       callbacks=[lambda m: print(f"  {name} epoch {m['epoch']}: " + ", ".join(
+                           f"{k}={v:.4g}" for k, v in m.items() if k.startswith("valid") or k in ("reconstruction_loss", "supervised_loss", "epoch_seconds")), flush=True)])
+    history = result.history or [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return model.eval(), guide.eval(), history
+
+
+def load_best(model, guide, folder: Path) -> int:
+    """Put the weights of ``best.pt`` (chosen on the validation split) into the pair; its epoch."""
+    ckpt = load(folder / "best.pt")
+    model.load_state_dict(ckpt["model_state"])
+    guide.load_state_dict(ckpt["guide_state"])
+    return int(ckpt["epoch"])
+
+
+def binarized_train(data, seed: int = 0) -> torch.Tensor:
+    """The training images as the encoder saw them: one fixed Bernoulli draw of the grey levels."""
+    x = data.split("train")
+    if not data.dynamic_binarization:
+        return x
+    return (torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < x).float()
+
+
+@torch.no_grad()
+def evaluate(name: str, model, guide, data, history: list[dict], folder: Path, image_up: int) -> dict:
+    """Test error (semi-supervised: at best.pt; clustering: majority labels of training members),
+    the confusion matrix and the style/content grid; written to ``folder/result.json``."""
+    _, _, kind = RUNS[name]
+    K = model.config.num_classes
+    best_epoch = load_best(model, guide, folder) if kind == "semi" else len(history)
+    result = {"name": name, "epochs": len(history), "selected_epoch": best_epoch,
+              "wall_s": round(sum(h.get("epoch_seconds", h.get("time", 0.0)) for h in history), 1),
+              "hidden": list(model.config.hidden), "options": RUNS[name][1]}
+    test_probs = class_probabilities(guide, data.test)
+    test_labels = data.labels("test")
+    if kind == "semi":
+        predicted = test_probs.argmax(-1)
+        result["error"] = classification_error(predicted, test_labels)
+        result["valid_error"] = history[best_epoch - 1].get("valid_error")
+        matrix, title = confusion_matrix(predicted, test_labels, K), f"{name}: test error {100 * result['error']:.2f}%"
+        save_confusion_matrix(matrix, folder / "confusion.png", title=title)
+    else:
+        train_probs = class_probabilities(guide, binarized_train(data))
+        train_labels = data.labels("train")
+        error, mapping = clustering_error(train_probs.argmax(-1), train_labels, test_probs.argmax(-1), test_labels, K)
+        paper_error, _ = clustering_error(None, None, test_probs.argmax(-1), test_labels, K,
+                                          mapping=most_confident_labels(train_probs, train_labels))
+        result.update(error=error, error_most_confident_rule=paper_error, cluster_labels=mapping.tolist(),
+                      clusters_used=int(test_probs.argmax(-1).unique().numel()))
+        matrix = confusion_matrix(test_probs.argmax(-1), test_labels, max(K, 10))[:10, :K]
+        save_confusion_matrix(matrix, folder / "confusion.png", xlabel="cluster", ylabel="true label",
+                              title=f"{name}: test clustering error {100 * error:.2f}%")
+    torch.manual_seed(0)
+    styles = model.sample_prior(10)["z"]  # (10, d): one style per row
+    y = torch.arange(K).repeat(10)
+    save_style_content_grid(model.decode(y, styles.repeat_interleave(K, 0)), data.image_shape, folder / "style_content.png",
+                            num_classes=K, upscale=image_up)
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+@torch.no_grad()
+def embedding_panel(name: str, model, guide, data, n: int = 5000):
+    """(title, 2-D test codes, labels, prior draws in the same space) for the embedding figure."""
+    x, labels = data.test[:n], data.labels("test")[:n]
+    if name == "heads-2d":
+        probs, z = guide.encode(x)
+        draws = model.sample_prior(n)
+        return ("AAE, 20 cluster heads + 2-D style (no labels)", model.embed(probs, z), labels,
+                model.embed(draws["y"], draws["z"]))
+    if name == "vae-2d":
+        from ppvae.analysis import posterior_means
+
+        return ("VAE (ELBO), 2-D, posterior means", next(iter(posterior_means(guide, x).values())), labels, torch.randn(n, 2))
+    return ("AAE, 2-D Gaussian prior", guide.encode(x), labels, model.sample_prior(n))
+
+
+def write_tables(out: Path, results_dir: Path | None) -> list[Path]:
+    """The two CSVs, rebuilt from every ``result.json`` under ``out``."""
+    if results_dir is None:
+        return []
+    results_dir.mkdir(parents=True, exist_ok=True)
+    rows = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))}
+    written = []
+    for file, kind, key, values in (("aae_semisupervised.csv", "semi", "labels", ("semi-100", "semi-1000", "semi-all")),
+                                    ("aae_clustering.csv", "cluster", "clusters", ("cluster-16", "cluster-30"))):
+        path = results_dir / file
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([key, "error", "epochs", "wall_s"])
+            for name in values:
+                if name in rows:
+                    r = rows[name]
+                    label = RUNS[name][1]["labels"] if kind == "semi" else RUNS[name][1]["num_classes"]
+                    w.writerow([label, f"{r['error']:.4f}", r["epochs"], r["wall_s"]])
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N rows of each split (quick checks)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of every run (a later call with more continues them)")
+    p.add_argument("--epochs-for", default="", help="per-run epochs, e.g. semi-100=60,vae-2d=20 (overrides --epochs)")
+    p.add_argument("--hidden", default="500,500", help="widths of encoder, decoder and discriminators (the paper's: 1000,1000)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta1", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help=f"comma-separated runs (default: all of {', '.join(RUNS)})")
+    p.add_argument("--out", default="runs/aae-categorical")
+    p.add_argument("--results", default=None, help="folder for the two CSV tables (e.g. docs/results)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    per_run = {k: int(v) for k, v in (item.split("=") for item in args.epochs_for.split(",") if item)}
+    unknown = (set(per_run) | set(args.only.split(",") if args.only else ())) - set(RUNS)
+    if unknown:
+        raise SystemExit(f"unknown runs {sorted(unknown)}; known: {', '.join(RUNS)}")
+    data = ppvae.load_dataset(args.dataset, args.data_root, limit=args.limit)
+    names = args.only.split(",") if args.only else list(RUNS)
+    up = max(1, 28 // max(data.image_shape))
+    panels = {}
+    for name in names:
+        t0 = time.perf_counter()
+        model, guide, history = train(name, data, epochs=per_run.get(name, args.epochs), hidden=hidden, out=out,
+                                      seed=args.seed, lr=args.lr, betas=(args.beta1, 0.999), batch_size=args.batch_size,
+                                      progress=args.progress)
+        if RUNS[name][2] in ("semi", "cluster", "heads"):
+            r = evaluate(name, model, guide, data, history, out / name, up)
+            paper = f" (paper {PAPER[name]:.2f}%)" if name in PAPER else ""
+            print(f"{name}: test error {100 * r['error']:.2f}%{paper} after {r['epochs']} epochs, {r['wall_s']:.0f} s", flush=True)
+            print("wrote " + ", ".join(str(p) for p in write_tables(out, Path(args.results) if args.results else None)), flush=True)
+        if RUNS[name][2] in ("heads", "vae", "aae"):
+            panels[name] = embedding_panel(name, model, guide, data)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s this session", flush=True)
+    order = [n for n in ("heads-2d", "vae-2d", "aae-2d") if n in panels]
+    if order:
+        path = save_codes_against_priors([panels[n] for n in order], out / "embeddings.png", ncols=len(order))
+        print(f"wrote {path}")
+    (out / "settings.json").write_text(json.dumps(vars(args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
