@@ -7,6 +7,20 @@ with the guide as proposal (Burda et al. 2016, section 5; S = 5000 in the papers
 and ``vectorized_importance_weights``/``psis_diagnostic`` sum over the data plate (DESIGN fact 1);
 here the guide is traced under a particle plate, each datapoint keeps its own log-weights, and a
 running logsumexp over chunks of samples keeps memory bounded for any S.
+
+**Pairs with global latents** (sites outside the data plate, e.g. Bayesian decoder weights w with a
+guide q(w)): each sample s draws its own w_s ~ q(w), shared by the datapoints of its trace, and
+only the local terms enter the weights::
+
+    log p(x_i) ~= log (1/S) sum_s p(x_i, z_s | w_s) / q(z_s | x_i, w_s),     w_s ~ q(w), z_s ~ q(z | x_i, w_s)
+
+a consistent estimate (and, like every importance-sampling estimate, a stochastic lower bound) of
+log E_q(w)[p(x_i | w)]: the density of x_i under the **posterior predictive** of the trained
+model, which is what a Bayesian model predicts for a new datapoint and what a test set scores.
+log p(w) - log q(w) is left out: with it the estimate would be of the prior predictive
+log E_p(w)[p(x_i | w)], which ignores training altogether. Sharing w_s across a trace's
+datapoints correlates their estimates (it does not bias any of them); the number of w draws per
+trace is capped (:data:`GLOBAL_ELEMENTS`) so that memory stays bounded.
 """
 
 from __future__ import annotations
@@ -21,13 +35,16 @@ import pyro.distributions as dist
 import torch
 
 from ppvae.errors import ConfigError, DataError
-from ppvae.traces import trace_pair
+from ppvae.traces import probe_pair, trace_pair
 
 #: particles x datapoints scored in one trace; bounds memory (the decoder's output for this many
 #: samples, 5000 x 784 floats = 16 MB) whatever num_samples and N are. Measured best on the CPU
 #: (benchmarks/README.md): 5000 ran at 1.5x the throughput of 40,000, whose 125 MB temporaries
 #: exceed glibc's mmap threshold and page-fault afresh for every chunk.
 CHUNK_ELEMENTS = 5_000
+#: numbers the global latents of one trace's particles may hold in all (each particle draws its own
+#: w): 2e7 floats = 80 MB, e.g. 96 draws of the 207k weights of a 50-200-200-784 Bayesian decoder.
+GLOBAL_ELEMENTS = 20_000_000
 
 
 @dataclass
@@ -68,6 +85,10 @@ def log_likelihood(
     alike, weights that datapoint in a loss and does not change its density: it is ignored here.
     A scale on some sites only (a tempered likelihood) leaves no normalized model whose log p(x)
     could be estimated: ``ConfigError`` naming the site.
+
+    With global latents (Bayesian weights), the estimate is of log E_q(w)[p(x_i | w)], the
+    posterior predictive (module docstring); the default ``batch_size`` then lets each trace's
+    draws of w serve as many datapoints as the chunk allows.
     """
     if chunk_elements is None:
         chunk_elements = int(getattr(model, "eval_chunk_elements", CHUNK_ELEMENTS))
@@ -75,6 +96,14 @@ def log_likelihood(
     n = x.shape[0]
     if batch_size is None:
         batch_size = max(1, min(n, chunk_elements // min(num_samples, chunk_elements)))
+        with pyro.validation_enabled(False):  # as the traces below: bad data is reported after them
+            glob = probe_pair(model, guide, x[:batch_size], args, kwargs).global_elements  # cached per pair
+        if glob:
+            # Each particle draws its own global latents: few particles per trace, shared by many
+            # datapoints, keep their memory bounded (one particle per datapoint would hold
+            # num_samples copies of w).
+            k = max(1, min(num_samples, chunk_elements, GLOBAL_ELEMENTS // glob))
+            batch_size = max(1, min(n, chunk_elements // k))
     # enough particles per trace to fill the chunk, never more than asked for
     particles = max(1, min(num_samples, chunk_elements // batch_size))
     log_px = torch.empty(n, device=x.device)

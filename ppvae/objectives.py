@@ -16,9 +16,28 @@ per datapoint, as ``Trace_ELBO`` does); ``iwae`` takes a scale only when every s
 shares it (a datapoint weight, applied after the logsumexp) and raises ``ConfigError`` for a scale
 on some sites only, which would temper the importance weights into no bound at all.
 
+Global latents (sites outside the data plate, e.g. Bayesian decoder weights w; ``ppvae.traces``)
+are drawn once per particle and shared by the minibatch. ``loss`` is then minus
+
+    N / B * sum_b bound_b  +  global,      global = E_q(w)[log p(w) - log q(w)]  (= -KL(q(w) || p(w)))
+
+with the global term counted once per minibatch (:meth:`Objective.global_term`): Monte Carlo for
+``elbo`` (as ``Trace_ELBO`` with a subsampled data plate), the analytic KL where valid for
+``elbo-analytic`` and ``iwae`` (outside the logsumexp it changes nothing in expectation); the KL
+warm-up weight ``beta`` multiplies it as it multiplies the local KL. ``bound`` returns the local,
+per-datapoint part alone, at each particle's own w: for the ELBOs a lower bound on
+E_q(w)[log p(x_i | w)], for ``iwae`` with k particles (k draws of w) a lower bound on the log
+posterior predictive density log E_q(w)[p(x_i | w)] that tightens as k grows; both are what a
+validation or test set is scored by, comparable with a point-estimate model's bound on log p(x_i).
+With k > 1, ``iwae``'s loss is then not a bound on log p(X): sum_i log E_q(w)[p(x_i | w)] - KL is at
+least the ELBO (Jensen), the "PAC^m-Bayes" objective of Morningstar, Alemi & Dillon (2022), which
+trains the posterior predictive; with k = 1 it is the ELBO.
+
 References:
   Kingma & Welling (2014), Auto-Encoding Variational Bayes: estimators A (Monte Carlo KL) and B
-  (analytic KL). Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders.
+  (analytic KL); appendix F, full variational Bayes over the weights. Burda, Grosse &
+  Salakhutdinov (2016), Importance Weighted Autoencoders. Morningstar, Alemi & Dillon (2022),
+  PAC^m-Bayes: Narrowing the Empirical Risk Gap in the Misspecified Bayesian Regime.
 """
 
 from __future__ import annotations
@@ -41,6 +60,7 @@ from ppvae.traces import (
     DATA_PLATE,
     PairTrace,
     Site,
+    sum_to_particles,
     probe_pair,
     reduce_to_particles_by_data,
     trace_pair,
@@ -63,8 +83,16 @@ class Objective(abc.ABC):
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
         """The bound of each datapoint of the traced minibatch, shape (B,)."""
 
+    def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
+        """The part of the bound from sites outside the data plate, counted once per minibatch:
+        the mean over particles of log p(w) - log q(w) (plus global factors and observations),
+        with ``beta`` on the latent part. Monte Carlo here; :class:`AnalyticELBO` and :class:`IWAE`
+        use the analytic KL where it is valid."""
+        return tr.global_log_weight(beta, scaled=True).mean()
+
     def bound(self, model: Callable, guide: Callable, x: torch.Tensor, *args, beta: float = 1.0, **kwargs) -> torch.Tensor:
-        """The per-datapoint bound, shape (B,)."""
+        """The per-datapoint bound, shape (B,). For a pair with global latents, the local part at
+        each particle's own draw of them, without the global term (see the module docstring)."""
         tr = trace_pair(model, guide, x, *args, num_particles=self.num_particles, **kwargs)
         return self.per_datapoint(tr, beta)
 
@@ -84,7 +112,10 @@ class Objective(abc.ABC):
         if not probe.reparameterized:  # discrete latents: let Pyro's estimator handle them
             return self._pyro_fallback(model, guide, x, args, kwargs, num_data, beta, probe.score_function_sites)
         tr = trace_pair(model, guide, x, *args, num_particles=self.num_particles, num_data=num_data, **kwargs)
-        return -tr.scale * self.per_datapoint(tr, beta).sum()
+        loss = -tr.scale * self.per_datapoint(tr, beta).sum()
+        if tr.has_globals:  # counted once per minibatch, not per datapoint
+            loss = loss - self.global_term(tr, beta)
+        return loss
 
     def _pyro_fallback(
         self, model: Callable, guide: Callable, x: torch.Tensor, args: tuple, kwargs: dict,
@@ -174,6 +205,9 @@ class AnalyticELBO(Objective):
             return lik.mean(0)
         return (lik - (latent if beta == 1.0 else beta * latent)).mean(0)
 
+    def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
+        return _analytic_global_term(tr, beta)
+
 
 class IWAE(Objective):
     """Importance-weighted bound with k particles: log (1/k) sum_k w_k per datapoint, then scaled.
@@ -184,6 +218,11 @@ class IWAE(Objective):
     a ``poutine.scale`` shared by every site of a datapoint (model and guide alike): it weights
     that datapoint's bound. A scale on some sites only is refused (``ConfigError``): it would
     temper the weights, and the logmeanexp of tempered weights bounds nothing.
+
+    Global latents (Bayesian weights) are drawn once per particle, so the k particles of a
+    datapoint see k independent draws of w: its bound tightens towards the log posterior
+    predictive log E_q(w)[p(x_i | w)] as k grows; the global KL is added once per minibatch,
+    analytically where valid (see the module docstring for what the sum then is).
     """
 
     name = "iwae"
@@ -193,6 +232,10 @@ class IWAE(Objective):
         log_w = tr.log_weights(beta)  # (k, B), masked, unscaled
         bound = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
         return bound if isinstance(weight, float) and weight == 1.0 else weight * bound
+
+    def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
+        # outside the logsumexp: the analytic KL is exact in expectation and has no variance
+        return _analytic_global_term(tr, beta)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (ELBO, AnalyticELBO, IWAE)}
@@ -214,7 +257,37 @@ def get_objective(name: str | Objective, num_particles: int = 1) -> Objective:
 def _kl_is_valid(tr: PairTrace, name: str) -> bool:
     m_before = tr.model_order[: tr.model_order.index(name)]
     g_before = set(tr.guide_order[: tr.guide_order.index(name)])
-    return all(n in g_before for n in m_before if not tr.model_sites[n].is_observed)
+    return all(n in g_before for n in m_before if not tr.model_site(n).is_observed)
+
+
+def _analytic_global_term(tr: PairTrace, beta: float) -> torch.Tensor:
+    """The global term with KL(q(w) || p(w)) in closed form where it is valid (as for local sites:
+    a registered KL, the same handlers on both sides, every model latent before w sampled by the
+    guide before w), Monte Carlo elsewhere; mean over particles."""
+    lik = None
+    latent = None
+    for s in tr.global_model_sites.values():
+        if s.is_observed and not s.is_factor:  # a global observation: likelihood, not tempered
+            lik = s.scaled_log_prob if lik is None else lik + s.scaled_log_prob
+        elif s.is_factor:
+            latent = -s.scaled_log_prob if latent is None else latent - s.scaled_log_prob
+    for name, q in tr.global_guide_sites.items():
+        if q.is_observed:
+            term = q.scaled_log_prob
+        else:
+            p = tr.global_model_sites[name]
+            kl = _analytic_kl(q, p) if _kl_is_valid(tr, name) else None
+            if kl is None:
+                term = q.scaled_log_prob - p.scaled_log_prob
+            else:
+                if not isinstance(kl, torch.Tensor):
+                    kl = torch.zeros_like(q.log_prob)
+                term = sum_to_particles(scale_and_mask(kl, q.scale, q.mask), name, tr.particle_dim, q.log_prob.shape[0])
+        latent = term if latent is None else latent + term
+    total = torch.zeros((), device=next(iter(tr.model_sites.values())).log_prob.device) if lik is None else lik
+    if latent is not None:
+        total = total - (latent if beta == 1.0 else beta * latent)
+    return total.mean()
 
 
 def _analytic_kl(q: Site, p: Site) -> torch.Tensor | float | None:

@@ -20,9 +20,27 @@ Pyro's handlers in a pair are honoured as Pyro's own ELBOs honour them:
   datapoint (:meth:`PairTrace.datapoint_scale`): see there why.
 - ``pyro.factor`` in the guide is part of log q (``Trace_ELBO`` subtracts it too).
 
+**Global latents.** A site outside the ``"data"`` plate (Bayesian decoder weights ``w``, a shared
+hyper-parameter) is shared by every datapoint of a particle: it is drawn once per particle (the
+particle plate still wraps it, so K particles hold K independent draws) and reduced to shape
+``(K,)``, not ``(K, B)``. Its terms live apart from the per-datapoint ones
+(:attr:`PairTrace.global_model_sites`, :attr:`PairTrace.global_guide_sites`), so that
+
+- the ELBO of the dataset is estimated as ``N / B * sum_b local_b + global``, the global term
+  ``log p(w) - log q(w)`` (or its analytic KL) counted once per minibatch, never per datapoint
+  (Kingma & Welling 2014, appendix F; what ``Trace_ELBO`` computes with a subsampled data plate);
+- the per-datapoint log-weights (:meth:`PairTrace.log_weights`) hold the local terms only:
+  ``log p(x_i, z_i | w) - log q(z_i | x_i, w)`` at the particle's ``w``. Their logmeanexp over
+  particles, each with its own ``w ~ q(w)``, estimates ``log E_q(w)[p(x_i | w)]``, the log density of
+  ``x_i`` under the posterior predictive, which is what ``iwae`` bounds per datapoint and what
+  ``log_likelihood`` estimates for a pair with global latents (see there).
+
 The contract the pair must follow (checked here, with an error that says how to fix it):
 local latents and the observed ``"x"`` sit inside ``pyro.plate("data", ...)``; event dimensions are
 declared with ``.to_event``; every latent the model samples is also sampled by the guide.
+
+References:
+  Kingma & Welling (2014), Auto-Encoding Variational Bayes, appendix F (full VB over the weights).
 """
 
 from __future__ import annotations
@@ -82,33 +100,76 @@ class PairTrace:
     particle_dim: int
     data_dim: int
     batch_size: int
-    guide_order: list[str] = field(default_factory=list)
+    guide_order: list[str] = field(default_factory=list)  # every sample site, local and global, as traced
     model_order: list[str] = field(default_factory=list)
+    global_model_sites: dict[str, Site] = field(default_factory=dict)  # outside the data plate: log_prob (K,)
+    global_guide_sites: dict[str, Site] = field(default_factory=dict)
+
+    @property
+    def has_globals(self) -> bool:
+        """True when the pair has sites outside the data plate (global latents, global factors)."""
+        return bool(self.global_model_sites or self.global_guide_sites)
+
+    def model_site(self, name: str) -> Site:
+        """The model's site ``name``, local or global."""
+        site = self.model_sites.get(name)
+        return site if site is not None else self.global_model_sites[name]
+
+    def global_log_weight(self, beta: float = 1.0, scaled: bool = True) -> torch.Tensor:
+        """The global part of log p - log q per particle, shape (K,) (or (1,)): global
+        observations, plus ``beta`` times (global latents and factors of the model minus the
+        guide's global sites). ``beta`` is the KL warm-up weight, applied as to the local terms.
+        Zero (a 0-dim tensor) for a pair without global sites."""
+        lik = [s.term(scaled) for s in self.global_model_sites.values() if s.is_observed and not s.is_factor]
+        latent = [s.term(scaled) for s in self.global_model_sites.values() if not s.is_observed or s.is_factor]
+        latent += [-s.term(scaled) for s in self.global_guide_sites.values()]
+        total = _sum(lik) if lik else None
+        if latent:
+            part = _sum(latent)
+            part = part if beta == 1.0 else beta * part
+            total = part if total is None else total + part
+        if total is None:
+            return torch.zeros(())
+        return total
 
     @property
     def reparameterized(self) -> bool:
         """True when every guide site can be sampled with rsample (pathwise gradients)."""
-        return all(s.fn.has_rsample for s in self.guide_sites.values())
+        return all(s.fn.has_rsample for d in (self.guide_sites, self.global_guide_sites) for s in d.values())
 
     def log_likelihood_terms(self, scaled: bool = False) -> torch.Tensor:
-        """Sum of observed, non-factor model sites: log p(x | z), shape (K, B)."""
+        """Sum of observed, non-factor model sites: log p(x | z), shape (K, B). Local sites only,
+        here and in the two methods below: global ones are in :meth:`global_log_weight`."""
         return _sum(s.term(scaled) for s in self.model_sites.values() if s.is_observed and not s.is_factor)
 
     def log_prior_terms(self, scaled: bool = False) -> torch.Tensor:
-        """Latent model sites and ``pyro.factor`` sites: log p(z) (+ factors), shape (K, B)."""
-        return _sum(s.term(scaled) for s in self.model_sites.values() if not s.is_observed or s.is_factor)
+        """Latent model sites and ``pyro.factor`` sites: log p(z) (+ factors), shape (K, B)
+        (zeros when the model has no local latent, e.g. only global weights)."""
+        total = _sum_or_none(s.term(scaled) for s in self.model_sites.values() if not s.is_observed or s.is_factor)
+        return torch.zeros_like(self.log_likelihood_terms(scaled)) if total is None else total
 
     def log_guide_terms(self, scaled: bool = False) -> torch.Tensor:
-        """log q(z | x), guide ``pyro.factor`` sites included, shape (K, B)."""
-        return _sum(s.term(scaled) for s in self.guide_sites.values())
+        """log q(z | x), guide ``pyro.factor`` sites included, shape (K, B) (zeros without local
+        guide sites)."""
+        total = _sum_or_none(s.term(scaled) for s in self.guide_sites.values())
+        return torch.zeros_like(self.log_likelihood_terms(scaled)) if total is None else total
 
     def log_weights(self, beta: float = 1.0, scaled: bool = False) -> torch.Tensor:
         """log p(x, z) - log q(z | x) per particle and datapoint, shape (K, B); ``beta`` tempers
         the prior/guide part (KL warm-up) and leaves the likelihood alone. ``scaled`` multiplies
         each site's term by its own relative scale (what an ELBO sums); importance weights need
         the unscaled terms."""
-        latent = self.log_prior_terms(scaled) - self.log_guide_terms(scaled)
-        return self.log_likelihood_terms(scaled) + (latent if beta == 1.0 else beta * latent)
+        lik = self.log_likelihood_terms(scaled)
+        prior = _sum_or_none(s.term(scaled) for s in self.model_sites.values() if not s.is_observed or s.is_factor)
+        guide = _sum_or_none(s.term(scaled) for s in self.guide_sites.values())
+        if prior is None and guide is None:  # no local latent (a model with global latents only)
+            return lik.expand(max(lik.shape[0], self._particles()), lik.shape[1])
+        latent = -guide if prior is None else (prior if guide is None else prior - guide)
+        return lik + (latent if beta == 1.0 else beta * latent)
+
+    def _particles(self) -> int:
+        """K, read from the global sites' draws (local terms alone may not show it)."""
+        return max([1] + [s.log_prob.shape[0] for s in self.global_guide_sites.values()])
 
     def sites(self) -> Iterable[tuple[str, Site]]:
         """Every site, model first, with a label that says whose it is."""
@@ -188,10 +249,15 @@ def values_equal(a: Any, b: Any, exact: bool = True) -> bool:
     return bool(torch.allclose(ta.to(tb.dtype), tb, rtol=1e-6, atol=0.0))
 
 
-def _sum(terms) -> torch.Tensor:
+def _sum_or_none(terms) -> torch.Tensor | None:
     total = None
     for t in terms:
         total = t if total is None else total + t
+    return total
+
+
+def _sum(terms) -> torch.Tensor:
+    total = _sum_or_none(terms)
     if total is None:
         raise ConfigError("the model/guide pair has no sample sites to score")
     return total
@@ -206,6 +272,8 @@ class PairProbe:
 
     nesting: int  # how many plate dims the pair uses: the particle plate goes one further left
     score_function_sites: tuple[str, ...]  # guide sites without rsample (discrete latents, ...)
+    global_sites: tuple[str, ...] = ()  # guide latents outside the data plate (e.g. Bayesian weights)
+    global_elements: int = 0  # numbers one particle's global guide latents hold (memory per particle)
 
     @property
     def reparameterized(self) -> bool:
@@ -248,7 +316,8 @@ def probe_pair(model: Callable, guide: Callable, x: torch.Tensor, args: tuple = 
                 if frame.vectorized:
                     nesting = max(nesting, -frame.dim)
     discrete = tuple(n for n, s in _sample_sites(guide_tr).items() if not s["fn"].has_rsample)
-    probe = PairProbe(nesting, discrete)
+    glob = {n: s for n, s in _sample_sites(guide_tr).items() if not s["is_observed"] and not is_local(s)}
+    probe = PairProbe(nesting, discrete, tuple(glob), sum(int(s["value"].numel()) for s in glob.values()))
     try:
         _PROBES.setdefault(model, weakref.WeakKeyDictionary())[guide] = probe
     except TypeError:
@@ -258,6 +327,18 @@ def probe_pair(model: Callable, guide: Callable, x: torch.Tensor, args: tuple = 
 
 def _sample_sites(tr):
     return {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+
+
+def is_local(site: dict) -> bool:
+    """True for a trace node inside the ``"data"`` plate (one value per datapoint); False for a
+    global site, shared by the datapoints of a particle."""
+    return any(f.name == DATA_PLATE for f in site["cond_indep_stack"])
+
+
+def local_sample_sites(tr) -> dict[str, dict]:
+    """The sample sites of a trace inside the data plate: the per-datapoint latents and
+    observations (what posterior means, active units and latent scatter plots are about)."""
+    return {n: s for n, s in _sample_sites(tr).items() if is_local(s)}
 
 
 def _check_structure(model_tr, guide_tr) -> None:
@@ -274,15 +355,18 @@ def _check_structure(model_tr, guide_tr) -> None:
     extra = guide_latents - model_latents
     if extra:
         raise ConfigError(f"the guide samples {sorted(extra)}, which the model does not have: rename or remove them")
-    for tr, who in ((model_tr, "model"), (guide_tr, "guide")):
-        for name, site in _sample_sites(tr).items():
-            if not any(f.name == DATA_PLATE for f in site["cond_indep_stack"]):
-                raise ConfigError(
-                    f"{who} site {name!r} is outside pyro.plate({DATA_PLATE!r}, ...): ppvae scores "
-                    "each datapoint separately, so local latents and the observation must sit inside "
-                    f"the {DATA_PLATE!r} plate (global latents, e.g. Bayesian weights, need an "
-                    "objective that handles them)"
-                )
+    # Sites outside the data plate are global latents (scored once per particle); but the data
+    # themselves must be inside it, or there is nothing per datapoint to score.
+    observed = {n: s for n, s in _sample_sites(model_tr).items() if s["is_observed"] and not isinstance(s["fn"], Unit)}
+    if not any(is_local(s) for s in observed.values()):
+        outside = sorted(n for n, s in observed.items() if not is_local(s))
+        where = (f"model site {outside[0]!r} is outside pyro.plate({DATA_PLATE!r}, ...)" if outside
+                 else "the model observes nothing")
+        raise ConfigError(
+            f"{where}: ppvae scores each datapoint separately, so the observation (and local latents) "
+            f"must sit inside pyro.plate({DATA_PLATE!r}, x.shape[0]); only global latents shared by all "
+            "datapoints (e.g. Bayesian weights) go outside it"
+        )
 
 
 # --- the traced pair ------------------------------------------------------------------------
@@ -325,14 +409,17 @@ def trace_pair(
     plate_scale = data_factor = 1.0
     data_dim = -1
     sites: list[dict[str, Site]] = [{}, {}]
+    global_sites: list[dict[str, Site]] = [{}, {}]
     orders: list[list[str]] = [[], []]
     for i, tr in enumerate((model_tr, guide_tr)):
         for name, node in tr.nodes.items():
             if node["type"] != "sample" or site_is_subsample(node) or (node.get("infer") or {}).get("_deterministic"):
                 continue  # pyro.deterministic sites are masked out: they never contribute
             frame = next((f for f in node["cond_indep_stack"] if f.name == DATA_PLATE), None)
-            if frame is None:
-                _check_structure(model_tr, guide_tr)  # raises with the explanation
+            if frame is None:  # a global site: one value per particle, shared by the minibatch
+                global_sites[i][name] = _reduce_global_site(name, node, particle_dim, num_particles)
+                orders[i].append(name)
+                continue
             if batch is None:
                 batch = frame.size  # the (sub)sample size; full_size is the plate's declared size
                 data_dim = frame.dim
@@ -341,8 +428,49 @@ def trace_pair(
                 data_factor = num_data / full if num_data is not None else 1.0
             sites[i][name] = _reduce_site(name, node, frame.dim, particle_dim, batch, num_particles, plate_scale)
             orders[i].append(name)
+    if batch is None:
+        _check_structure(model_tr, guide_tr)  # raises: nothing inside the data plate
     scale = plate_scale * data_factor
-    return PairTrace(sites[0], sites[1], scale, data_factor, particle_dim, data_dim, batch, orders[1], orders[0])
+    return PairTrace(sites[0], sites[1], scale, data_factor, particle_dim, data_dim, batch, orders[1], orders[0],
+                     global_sites[0], global_sites[1])
+
+
+def _reduce_global_site(name: str, node: dict, particle_dim: int, num_particles: int) -> Site:
+    """A site outside the data plate as a :class:`Site` of shape (K,) (or (1,) when it does not
+    vary across particles): masked, summed over every dim but the particle dim. Its ``scale`` is
+    the site's own (``poutine.scale``): no data-plate subsampling factor applies to it."""
+    raw = node["fn"].log_prob(node["value"])
+    mask = node["mask"]
+    masked = scale_and_mask(raw, 1.0, mask)
+    if not isinstance(masked, torch.Tensor):  # mask=False: Pyro's 0.0, as a tensor on the site's device
+        masked = raw.new_zeros(())
+    lp = sum_to_particles(masked, name, particle_dim, num_particles)
+    site = Site(name, lp, node["fn"], node["value"], node["is_observed"], isinstance(node["fn"], Unit),
+                mask=mask, datapoint_scale=None)
+    scale = node["scale"]
+    if not is_identically_one(scale):
+        site.scale = scale
+        site.scaled_log_prob = sum_to_particles(masked * scale, name, particle_dim, num_particles)
+    return site
+
+
+def sum_to_particles(lp: torch.Tensor, name: str, particle_dim: int, num_particles: int) -> torch.Tensor:
+    """A global site's log-prob summed over every dim but the particle dim -> (K,) or (1,)."""
+    ndim = -particle_dim
+    if lp.dim() > ndim:
+        raise ConfigError(
+            f"global site {name!r}: log_prob has batch shape {tuple(lp.shape)}, more dimensions than the "
+            f"pair's plates ({ndim - 1}) allow; declare the event dimensions with .to_event(...)"
+        )
+    if lp.dim() < ndim:
+        lp = lp.reshape((1,) * (ndim - lp.dim()) + lp.shape)
+    lp = lp.reshape(lp.shape[0], -1).sum(1)
+    if lp.shape[0] not in (1, num_particles):
+        raise ConfigError(
+            f"global site {name!r}: log_prob has {lp.shape[0]} entries where the {num_particles} particles "
+            "go; did you forget .to_event(...) on its distribution?"
+        )
+    return lp
 
 
 def _reduce_site(name: str, node: dict, data_dim: int, particle_dim: int, batch: int, num_particles: int, plate_scale: float) -> Site:

@@ -176,14 +176,21 @@ def guide_with_extra_latent(x):
 
 
 def model_with_global(x):
-    w = pyro.sample("w", dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1))  # outside the plate
+    """A global latent w (outside the plate, shared by every datapoint) is fine: see
+    tests/test_global_latents.py. An observation outside the plate is not."""
+    w = pyro.sample("w", dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1))
     with pyro.plate("data", x.shape[0]):
-        pyro.sample("x", dist.Normal(w.expand(x.shape[-1:]), 1.0).to_event(1), obs=x)
+        pyro.sample("x", dist.Normal(w.expand(w.shape[:-1] + x.shape[-1:]), 1.0).to_event(1), obs=x)
 
 
 def guide_with_global(x):
-    loc = pyro.param("q_loc", lambda: torch.zeros(1))
+    loc = pyro.param("w_loc", lambda: torch.zeros(1))  # not "q_loc": ok_guide's is (2,), same store
     pyro.sample("w", dist.Normal(loc, x.new_ones(1)).to_event(1))
+
+
+def model_observing_outside_the_plate(x):
+    w = pyro.sample("w", dist.Normal(x.new_zeros(1), x.new_ones(1)).to_event(1))
+    pyro.sample("x", dist.Normal(w.expand(w.shape[:-1] + x.shape), 1.0).to_event(2), obs=x)
 
 
 def model_without_to_event(x):
@@ -213,7 +220,7 @@ def evaluators():
 BAD_PAIRS = {
     "latent missing from guide": (model_with_extra_latent, ok_guide, r"\['u'\] but the guide does not"),
     "extra guide latent": (ok_model, guide_with_extra_latent, r"the guide samples \['v'\]"),
-    "site outside the data plate": (model_with_global, guide_with_global, r"'w' is outside pyro.plate\('data'"),
+    "observation outside the data plate": (model_observing_outside_the_plate, guide_with_global, r"'x' is outside pyro.plate\('data'"),
     "x without to_event": (model_without_to_event, ok_guide, r"to_event"),
     "z without to_event": (ok_model, guide_without_to_event, r"to_event"),
 }
@@ -230,11 +237,13 @@ def test_bad_pairs_raise_config_error(case, entry):
 
 
 def test_the_good_pair_passes_every_entry_point():
-    """The control for the test above: the same entry points accept a well-formed pair."""
+    """The control for the test above: the same entry points accept a well-formed pair, with or
+    without a global latent outside the data plate."""
     for n in (5, 3):
         x = torch.randn(n, 3)
         for fn in evaluators().values():
             fn(ok_model, ok_guide, x)
+            fn(model_with_global, guide_with_global, x)
 
 
 def test_bad_training_settings_raise_config_error():
