@@ -269,7 +269,7 @@ class Trainer:
         lrs = self._schedule(epoch)
         sums: dict[str, list[float]] = {}  # metric -> [weighted sum, total weight]
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False, dynamic_ncols=True)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         # Validation costs a device sync per distribution; the data was checked up front instead.
         with pyro.validation_enabled(False):
             for step, (idx, x) in enumerate(self.data.batches("train", cfg.batch_size, self.batch_gen, device=self.device)):
@@ -300,6 +300,9 @@ class Trainer:
             raise self._diverged("a parameter became non-finite (with a finite loss)", epoch)
         # "time" is the minibatch steps alone; this adds the per-epoch phases and validation
         metrics["epoch_seconds"] = time.perf_counter() - t0
+        # CPU seconds of this process (all its threads) for the whole epoch: unlike the wall-clock
+        # figures above, not inflated when other jobs share the machine
+        metrics["cpu_seconds"] = time.process_time() - cpu0
         return metrics
 
     def _apply(self, phase: Phase, sums: dict, where: str) -> None:
@@ -409,6 +412,9 @@ class Trainer:
             "meta": self.meta,
         }
 
+
+# Per-epoch metrics that measure time, not training: they differ between otherwise identical runs.
+TIMING_KEYS = ("time", "epoch_seconds", "cpu_seconds")
 
 # Settings a resumed run may change; any other difference from the checkpoint is an error.
 RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "progress", "device", "scheme")

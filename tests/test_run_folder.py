@@ -28,7 +28,7 @@ def metrics(out) -> list[dict]:
 
 
 def without_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("time", "epoch_seconds")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ppvae.train.TIMING_KEYS} for r in rows]
 
 
 def test_the_same_seed_gives_the_same_run_from_the_cli(tmp_path, capsys):

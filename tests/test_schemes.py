@@ -134,7 +134,7 @@ def test_resume_of_a_multi_group_scheme_is_bit_identical(tmp_path):
     resumed_model, resumed_scheme, resumed = critic_run(tmp_path / "b", seed=9, resume=True)
     assert torch.equal(model.b, resumed_model.b)
     assert torch.equal(scheme.critic.weight, resumed_scheme.critic.weight)
-    drop = [[{k: v for k, v in h.items() if k not in ("time", "epoch_seconds")} for h in r.history] for r in (straight, resumed)]
+    drop = [[{k: v for k, v in h.items() if k not in ppvae.train.TIMING_KEYS} for h in r.history] for r in (straight, resumed)]
     assert drop[0] == drop[1]
     opt = [checkpoint.load(tmp_path / r / "last.pt")["optimizers"]["critic"]["state"] for r in "ab"]
     for i in opt[0]:

@@ -89,7 +89,7 @@ def test_resume_equals_uninterrupted(digits, tmp_path):
 
     def lines(path):
         rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k not in ("time", "epoch_seconds")} for r in rows]
+        return [{k: v for k, v in r.items() if k not in ppvae.train.TIMING_KEYS} for r in rows]
 
     assert len(lines(b)) == 4
     assert lines(b) == lines(a)
