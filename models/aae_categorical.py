@@ -89,7 +89,9 @@ class CategoricalAAEModel(nn.Module):
         self.register_buffer("class_probs", torch.full((K,), 1.0 / K))
         self.register_buffer("prior_loc", torch.zeros(d))
         if config.cluster_heads:
-            self.cluster_heads = nn.Parameter(torch.randn(K, d))  # W_C, (K, d): row k is cluster k's head
+            # W_C, (K, d): row k is cluster k's head; spread at about eta from the start, so the
+            # penalty has little to push (Adam moves a head ~lr per step)
+            self.cluster_heads = nn.Parameter(0.5 * config.head_distance * torch.randn(K, d))
 
     def embed(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """What the decoder reads: ``W_C^T y + z`` with cluster heads (the embedding plotted in 2-D),
