@@ -110,7 +110,10 @@ class CategoricalAAEModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.config.prior_scale * torch.ones_like(self.prior_loc)
         with pyro.plate("data", x.shape[0]):
-            y = pyro.sample("y", dist.OneHotCategorical(probs=self.class_probs))
+            # validate_args=False: replayed against the guide, y is a softmax vector, not one-hot;
+            # only log p(x | y, z) is read there, and ppvae.log_likelihood refuses the Delta guide
+            # with a clear message instead of a support error from here
+            y = pyro.sample("y", dist.OneHotCategorical(probs=self.class_probs, validate_args=False))
             z = pyro.sample("z", dist.Normal(self.prior_loc, scale).to_event(1))
             return pyro.sample("x", self.likelihood(y, z), obs=x)
 

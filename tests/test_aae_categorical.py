@@ -314,6 +314,9 @@ def test_bad_options_are_refused(digits):
     model, guide, _ = ppvae.build("aae-categorical", digits.x_dim, {**SMALL, "labels": 50}, seed=0)
     with pytest.raises(ConfigError, match="needs labels"):
         ppvae.fit(model, guide, unlabelled, epochs=1, progress=False)
+    x = digits.test[:10]
+    with pytest.raises(ConfigError, match="'y' is a Delta"):  # no density: no importance-sampled log p(x)
+        ppvae.log_likelihood(*ppvae.build("aae-categorical", digits.x_dim, SMALL)[:2], x, num_samples=4)
     with pytest.raises(ConfigError, match="several sites"):
         model, guide, _ = ppvae.build("aae-categorical", digits.x_dim, SMALL, seed=0)
         ppvae.fit(model, guide, digits, scheme=CategoricalAdversarialScheme(nn.Linear(10, 1)), epochs=1, progress=False)
