@@ -109,6 +109,8 @@ def evaluate(name: str, model, guide, data, history: list[dict], folder: Path, i
     best_epoch = load_best(model, guide, folder) if kind == "semi" else len(history)
     result = {"name": name, "epochs": len(history), "selected_epoch": best_epoch,
               "wall_s": round(sum(h.get("epoch_seconds", h.get("time", 0.0)) for h in history), 1),
+              # on a shared machine wall time depends on the other jobs; CPU time of this process does not
+              "cpu_s": round(sum(h.get("cpu_seconds", 0.0) for h in history), 1),
               "hidden": list(model.config.hidden), "options": RUNS[name][1]}
     test_probs = class_probabilities(guide, data.test)
     test_labels = data.labels("test")
