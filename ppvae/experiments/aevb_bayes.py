@@ -1,0 +1,180 @@
+"""Full variational Bayes over the decoder's weights against the point-estimate VAE (the AEVB
+report, section 6), on fixed-binarized MNIST:
+
+    python -m ppvae.experiments.aevb_bayes --budget full --out runs/aevb
+
+Both models have the IWAE paper's one-layer architecture (784-200-200-50 tanh, Bernoulli decoder),
+the same optimizer, batch size, epochs and KL warm-up, and are trained with the analytic-KL ELBO.
+The point-estimate VAE (``vae``) fits the decoder weights by maximum likelihood; ``bayes-vae``
+gives them a N(0, 1) prior and a mean-field Normal posterior (means from the same initialisation,
+log-variance -10), with the weight KL counted once per minibatch (N / B local terms + KL). Test and
+training log p(x) are importance-sampled with the guide as proposal; for the Bayesian model each
+sample draws its own decoder weights from q(w), so the figure is the posterior-predictive log
+density log E_q(w)[p(x | w)] (``ppvae.likelihood``). The train-test gap of each says how much each
+overfits. Variants (``--models``): ``bayes-vae-lrt`` (local reparameterization trick) and
+``bayes-vae-mixture`` (Blundell et al.'s scale-mixture prior, Monte Carlo weight KL).
+
+Outputs in ``OUT/bayes``: one run folder per model, ``results.json``, ``bayes_vae.csv`` (model,
+test_log_px, train_log_px, epochs, wall_s), the posterior standard deviations per layer
+(``posterior_std.png``), the arviz summary of chosen weights (``weights_summary.csv``), validation
+curves and samples of both models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import ppvae
+from ppvae.analysis import sample
+from ppvae.bayes import inference_data, save_posterior_scales
+from ppvae.experiments.aevb_common import (check_budget, default_data_root, last, load, machine, mean_bound, train,
+                                          write_csv, write_json)
+from ppvae.plots import save_image_grid
+
+CSV_COLUMNS = ("model", "test_log_px", "train_log_px", "epochs", "wall_s")
+
+MODELS = {  # name -> (family, extra options)
+    "vae": ("vae", {}),
+    "bayes-vae": ("bayes-vae", {}),
+    "bayes-vae-lrt": ("bayes-vae", {"local_reparameterization": True}),
+    "bayes-vae-mixture": ("bayes-vae", {"prior": "scale-mixture"}),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    limit: int | None  # rows of each split (None: all 50,000 / 10,000 / 10,000)
+    epochs: int
+    kl_warmup: float
+    eval_points: int  # first points of the test and of the training split scored by log p(x)
+    num_samples: int  # importance samples per point
+    hidden: tuple[int, ...]
+    z_dim: int
+
+
+BUDGETS = {
+    "quick": Budget(300, 2, 1.0, 50, 20, (64,), 8),
+    "full": Budget(None, 20, 5.0, 2000, 1000, (200, 200), 50),
+}
+
+
+def options(family: str, extra: dict, b: Budget) -> dict:
+    if family == "vae":
+        return {"z_dims": [b.z_dim], "hidden": [list(b.hidden)], "likelihood": "bernoulli"}
+    return {"z_dim": b.z_dim, "hidden": list(b.hidden), "likelihood": "bernoulli", **extra}
+
+
+def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | None = None,
+        models: tuple[str, ...] = ("vae", "bayes-vae"), seed: int = 0, lr: float = 1e-3) -> dict:
+    b = BUDGETS[check_budget(budget)]
+    out = Path(out) / "bayes"
+    data = load("binarized-mnist", data_root or default_data_root(), limit=b.limit, quick=budget == "quick")
+    results = {"budget": budget, "machine": machine(), "dataset": data.name, "epochs": b.epochs,
+               "kl_warmup_epochs": b.kl_warmup, "eval_points": b.eval_points, "num_samples": b.num_samples,
+               "architecture": f"{data.x_dim}-{'-'.join(map(str, b.hidden))}-{b.z_dim} tanh", "models": {}}
+    rows = []
+    for name in models:
+        family, extra = MODELS[name]
+        opts = options(family, extra, b)
+        model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
+        t = train(name, model, guide, data, out, epochs=b.epochs, batch_size=100, lr=lr, objective="elbo-analytic",
+                  kl_warmup_epochs=b.kl_warmup, seed=seed,
+                  meta={"family": family, "model_options": opts, "x_dim": data.x_dim,
+                        "image_shape": list(data.image_shape), "dataset": {"name": data.name, "root": None, "file": None}})
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        xs = {"test": data.test[: b.eval_points], "train": data.train[: b.eval_points]}
+        lp = {k: ppvae.log_likelihood(t.model, t.guide, x, num_samples=b.num_samples) for k, x in xs.items()}
+        elbo = {k: mean_bound(t.model, t.guide, x) for k, x in xs.items()}
+        info = {
+            "family": family, "options": opts,
+            "test_log_px": float(lp["test"].mean()), "test_log_px_se": float(lp["test"].std() / math.sqrt(len(lp["test"]))),
+            "train_log_px": float(lp["train"].mean()), "train_log_px_se": float(lp["train"].std() / math.sqrt(len(lp["train"]))),
+            "test_elbo": elbo["test"], "train_elbo": elbo["train"],
+            "valid_bound_last_epoch": last(t.history, "valid_"), "train_loss_last_epoch": last(t.history, "train_loss"),
+            "epochs": len(t.history), "wall_s": t.wall_s, "cpu_s": t.cpu_s,
+            "eval_wall_s": time.perf_counter() - t0,
+        }
+        info["train_test_gap"] = info["train_log_px"] - info["test_log_px"]
+        if family == "bayes-vae":
+            q = t.guide.weights
+            n = len(data)
+            scales = torch.cat([q.scale(s).detach().reshape(-1) for s in q.sites])
+            info.update({
+                "num_weights": q.num_weights(),
+                "weight_kl_per_datapoint": float(q.kl("normal", opts.get("prior_scale", 1.0)).detach()) / n
+                if opts.get("prior", "normal") == "normal" else None,
+                "posterior_std_median": float(scales.median()),
+                "share_std_above_0.1": float((scales > 0.1).double().mean()),
+            })
+            save_posterior_scales(q, out / f"{name}_posterior_std.png", init_log_var=t.model.config.init_log_var,
+                                  prior_scales=[opts.get("prior_scale", 1.0)] if opts.get("prior", "normal") == "normal"
+                                  else list(t.model.config.mixture[1:]),
+                                  title=f"{name}: posterior standard deviations per decoder layer")
+            idata = inference_data(q, num_draws=1000, seed=seed)
+            import arviz as az
+
+            az.summary(idata, kind="stats").to_csv(out / f"{name}_weights_summary.csv")
+        torch.manual_seed(seed)
+        save_image_grid(sample(t.model, 64, data.x_dim), data.image_shape, out / f"{name}_samples.png", nrow=8)
+        results["models"][name] = info
+        rows.append({"model": name, **{k: info[k] for k in CSV_COLUMNS if k != "model"}})
+        print(f"{name}: test log p(x) {info['test_log_px']:.2f} +- {info['test_log_px_se']:.2f}, train "
+              f"{info['train_log_px']:.2f}, gap {info['train_test_gap']:.2f}; {info['epochs']} epochs, "
+              f"{info['wall_s']:.0f} s", flush=True)
+    _curves({n: (out / n / "metrics.jsonl") for n in models}, out / "validation_curves.png")
+    write_json(out / "results.json", results)
+    write_csv(out / "bayes_vae.csv", rows, CSV_COLUMNS)
+    return results
+
+
+def _curves(runs: dict[str, Path], path: Path) -> Path:
+    """The validation bound of every model against the epoch, one axes."""
+    import json
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    for name, metrics in runs.items():
+        h = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        key = next(k for k in h[0] if k.startswith("valid_"))
+        ax.plot([r["epoch"] for r in h], [r[key] for r in h], marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats per datapoint)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    lo = min(min(line.get_ydata()[len(line.get_ydata()) // 3:]) for line in ax.get_lines())
+    hi = max(max(line.get_ydata()) for line in ax.get_lines())
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))  # the early epochs off-scale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_bayes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
+    p.add_argument("--out", default="runs/aevb")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--models", default="vae,bayes-vae", help=f"comma-separated, from {', '.join(MODELS)}")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        p.error(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
+    run(args.budget, args.out, args.data_root, models, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""What the AEVB-report experiments share: budgets, the data root, training one model into a
+resumable run folder, and writing result tables.
+
+Every experiment module (``ppvae.experiments.aevb_*``) runs at a ``quick`` budget (seconds: the
+tutorials' CI mode, small slices of the data) or a ``full`` one (the budget recorded in
+``docs/aevb_report.md``), one model after another, each in its own run folder
+``OUT/<experiment>/<model>/`` so that an interrupted run continues where it stopped and a finished
+model is loaded, not retrained. The machine the report's figures come from is a 2-core CPU with one
+torch thread; every budget is sized for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+import ppvae
+from ppvae.data import Dataset
+from ppvae.errors import ConfigError
+
+BUDGETS = ("quick", "full")
+
+
+def check_budget(budget: str) -> str:
+    if budget not in BUDGETS:
+        raise ConfigError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    return budget
+
+
+def default_data_root() -> str | None:
+    """``$PPVAE_DATA``, else the staged ``shared/datasets`` next to the checkout, else None (ppvae's
+    default, ``~/.cache/ppvae``)."""
+    if os.environ.get("PPVAE_DATA"):
+        return os.environ["PPVAE_DATA"]
+    staged = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+    return str(staged) if staged.is_dir() else None
+
+
+def load(name: str, data_root: str | None, limit: int | None = None, quick: bool = False) -> Dataset:
+    """The dataset ``name``; in quick mode, when it is not staged, scikit-learn's digits instead
+    (so the tutorials' CI run needs no files), with a note saying so."""
+    try:
+        return ppvae.load_dataset(name, data_root, limit=limit)
+    except (ppvae.PPVAEError, OSError) as e:
+        if not quick:
+            raise
+        print(f"[quick mode] {name} is not available ({type(e).__name__}); using the bundled digits instead")
+        return ppvae.load_dataset("digits", limit=limit)
+
+
+@dataclass
+class Trained:
+    """One trained model of an experiment."""
+
+    name: str
+    model: Any
+    guide: Any
+    history: list[dict]
+    wall_s: float  # wall-clock seconds of the training calls (this session and resumed ones)
+    cpu_s: float  # CPU seconds of the training epochs (the trainer's cpu_seconds, summed)
+
+
+def train(name: str, model, guide, data: Dataset, out: Path, *, meta: dict | None = None,
+          callbacks: Sequence[Callable[[dict], None]] = (), **settings) -> Trained:
+    """Train ``model``/``guide`` into ``out/name`` (resuming it if it is there, loading it when it
+    is finished) with ``ppvae.fit(**settings)``; returns the model with its whole history."""
+    folder = out / name
+    resume = (folder / "last.pt").exists()
+    settings.setdefault("progress", False)
+    t0 = time.perf_counter()
+    result = ppvae.fit(model, guide, data, out_dir=folder, resume=resume, meta=meta or {}, callbacks=callbacks, **settings)
+    wall = time.perf_counter() - t0
+    stamp = folder / "wall_seconds.json"
+    previous = json.loads(stamp.read_text()).get("wall_s", 0.0) if stamp.exists() else 0.0
+    wall_total = previous + (wall if result.epochs_trained else 0.0)
+    stamp.write_text(json.dumps({"wall_s": wall_total}))
+    cpu = sum(h.get("cpu_seconds", 0.0) for h in result.history)
+    return Trained(name, model.eval(), guide.eval(), result.history, wall_total, cpu)
+
+
+def machine() -> str:
+    threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} torch thread(s), torch {torch.__version__}"
+
+
+def write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=float))
+    return path
+
+
+@torch.no_grad()
+def mean_bound(model, guide, x: torch.Tensor, objective: str = "elbo-analytic", particles: int = 1,
+               batch_size: int = 500) -> float:
+    """The objective's per-datapoint bound averaged over the rows of ``x``."""
+    obj = ppvae.get_objective(objective, particles)
+    total = sum(float(obj.bound(model, guide, x[i:i + batch_size]).sum()) for i in range(0, x.shape[0], batch_size))
+    return total / x.shape[0]
+
+
+def last(history: list[dict], key_prefix: str) -> float | None:
+    """The last epoch's value of the first metric whose name starts with ``key_prefix``."""
+    if not history:
+        return None
+    for k, v in history[-1].items():
+        if k.startswith(key_prefix):
+            return float(v)
+    return None
