@@ -56,8 +56,9 @@ class AdversarialScheme(Scheme):
     Options: ``discriminator`` (a module mapping codes (B, d [+ classes]) to logits (B,) or (B, 1);
     default an MLP of ``hidden`` ReLU layers; with several sites a dict ``{site: module}``, missing
     sites get the default), ``site`` (the latent site to regularize, or a sequence of sites, each
-    with its own discriminator; default the guide's only latent), ``generator_loss`` ("non-saturating" or "minimax"), ``noise_std`` (Gaussian
-    noise on the discriminator's inputs, both classes; musyoku's reimplementation used 0.3),
+    with its own discriminator; default the guide's only latent), ``generator_loss``
+    ("non-saturating" or "minimax"), ``noise_std`` (Gaussian noise on the discriminator's inputs,
+    both classes; musyoku's reimplementation used 0.3),
     ``discriminator_steps`` / ``generator_steps`` per minibatch, ``reconstruction_weight`` /
     ``adversarial_weight``, ``discriminator_lr`` / ``generator_lr`` (default: the run's lr), and
     ``condition_on_labels`` (None: when the model declares ``config.conditional == "discriminator"``).
