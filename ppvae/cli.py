@@ -218,10 +218,21 @@ def cmd_train(args) -> int:
         meta = {"family": family, "model_options": options, "x_dim": data.x_dim, "dataset": data_spec,
                 "image_shape": list(data.image_shape), "likelihood": data.likelihood}
     device = resolve_device(config.device)
-    print(f"{'resuming' if args.resume else 'training'} {meta['family']} ({_scheme_label(config, model)}) on {data.name}: "
-          f"{len(data)} train / {data.split('valid').shape[0]} valid, device {device}, out {out}")
+    from ppvae import distributed as pdist
+
+    if pdist.init_from_environment(device):  # under torchrun: one process per rank, rank 0 talks
+        if device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+            config.device = str(device)
+    rank, world = pdist.world()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"{'resuming' if args.resume else 'training'} {meta['family']} ({_scheme_label(config, model)}) on {data.name}: "
+        f"{len(data)} train / {data.split('valid').shape[0]} valid, device {device}"
+        f"{f', {world} processes' if world > 1 else ''}, out {out}")
     result = fit(model, guide, data, config, out_dir=out, resume=args.resume or False, overwrite=args.overwrite, meta=meta,
                  callbacks=[lambda m: print(_epoch_line(m), flush=True)] if args.no_progress else [])
+    if rank > 0:
+        return 0
     if result.message:
         print(result.message)
         return 0

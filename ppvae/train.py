@@ -33,6 +33,7 @@ import numpy as np
 import pyro
 import torch
 
+from ppvae import distributed as pdist
 from ppvae.checkpoint import load, save_atomic
 from ppvae.data import Dataset, check_data, from_array
 from ppvae.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -159,6 +160,10 @@ class Trainer:
             data = from_array(data, valid_fraction=0.0, test_fraction=0.0)
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.meta, self.callbacks = meta or {}, list(callbacks)
+        self.rank, self.world = pdist.world()
+        if config.batch_size % self.world:
+            raise ConfigError(f"the global batch size {config.batch_size} is split evenly over {self.world} processes: "
+                              f"choose a multiple of {self.world}")
         self.folder = RunFolder(out_dir) if out_dir is not None else None
         self.device = resolve_device(config.device)
         self.scheme = get_scheme(scheme if scheme is not None else config.scheme, model)
@@ -192,6 +197,10 @@ class Trainer:
         self.groups = self.scheme.param_groups(self.model, self.guide, probe, cfg)
         self.optimizers = {name: g.optimizer() for name, g in self.groups.items()}
         self.monitor = self.scheme.monitor if self.valid is not None else None
+        if self.world > 1:
+            # one set of weights for all ranks (rank 0's), then each rank its own latent noise
+            pdist.broadcast_state(self._modules().values())
+            torch.manual_seed(cfg.seed + 104_729 * (self.rank + 1))
         if ckpt is not None:
             self._restore(ckpt)
 
@@ -206,6 +215,12 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"the checkpoint does not match this model/guide/scheme: {e}") from e
         rng = ckpt["rng"]
+        if self.world > 1 or "rng_ranks" in ckpt:
+            ranks = ckpt.get("rng_ranks") or [rng]
+            if len(ranks) != self.world:
+                raise ConfigError(f"the run was trained on {len(ranks)} process(es): resume it on as many "
+                                  f"(now {self.world}) so that every rank continues its own random stream")
+            rng = ranks[self.rank]
         torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
@@ -225,10 +240,11 @@ class Trainer:
                 raise ConfigError("resume needs the out_dir of the run to resume")
             ckpt = self.folder.checkpoint_to_resume("best" if resume == "best" else "last")
             check_resumable(ckpt, self.config, self.scheme)
-        elif self.folder is not None:
+        elif self.folder is not None and self.rank == 0:
             self.folder.claim(overwrite)
+        pdist.barrier()  # no rank starts before rank 0 has made the folder this run's
         self._build(ckpt)
-        if self.folder is not None:
+        if self.folder is not None and self.rank == 0:
             self.folder.write_metrics(self.history)  # on resume: drop epochs after the checkpoint
         done = self._nothing_left()
         if done:
@@ -239,11 +255,12 @@ class Trainer:
             trained += 1
             improved = self._track(metrics, epoch)
             self.history.append(metrics)
-            if self.folder is not None:
-                state = self._state(epoch + 1)
+            state = self._state(epoch + 1)  # every rank: it gathers the ranks' random states
+            if self.folder is not None and self.rank == 0:
                 self.folder.save(state, best=improved)
                 self.folder.append_metrics(metrics)
-            for cb in self.callbacks:
+            pdist.barrier()  # checkpoint on disk before any rank could stop and resume from it
+            for cb in self.callbacks if self.rank == 0 else ():
                 cb(metrics)
             if self.stopped_early:
                 break
@@ -268,13 +285,15 @@ class Trainer:
         ctx = StepContext(cfg, epoch, 0, steps, n, self.device, self.batch_gen, self.data)
         lrs = self._schedule(epoch)
         sums: dict[str, list[float]] = {}  # metric -> [weighted sum, total weight]
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or self.rank > 0,
+                   leave=False, dynamic_ncols=True)
         t0, cpu0 = time.perf_counter(), time.process_time()
         # Validation costs a device sync per distribution; the data was checked up front instead.
         with pyro.validation_enabled(False):
             for step, (idx, x) in enumerate(self.data.batches("train", cfg.batch_size, self.batch_gen, device=self.device)):
                 ctx.step = step
                 y = self.labels[idx] if self.labels is not None else None
+                x, y = pdist.shard(x, y)  # this rank's rows of the global batch (all of it on one process)
                 for phase in self.scheme.step(self.model, self.guide, x, y, ctx):
                     self._apply(phase, sums, f"epoch {epoch + 1}, step {step + 1}")
                 if step % 25 == 24 or step == steps - 1:
@@ -288,14 +307,19 @@ class Trainer:
         metrics: dict[str, Any] = {"epoch": epoch + 1, **{k: s / w for k, (s, w) in sums.items()}}
         metrics.update(lrs)
         metrics.update({"kl_weight": kl_weight(epoch + 1, cfg.kl_warmup_epochs), "time": step_seconds})
-        metrics.update(self.scheme.epoch_metrics(self.model, self.guide, ctx))
-        if self.valid is not None:
-            with pyro.validation_enabled(False):
-                valid = self.scheme.validate(self.model, self.guide, self.valid, ctx)
-            bad = [k for k, v in valid.items() if not math.isfinite(v)]
-            if bad:
-                raise self._diverged(f"the validation metric {bad[0]} became {valid[bad[0]]}", epoch)
-            metrics.update(valid)
+        valid: dict[str, float] = {}
+        if self.rank == 0:  # the others take rank 0's figures (and its buffers) below
+            metrics.update(self.scheme.epoch_metrics(self.model, self.guide, ctx))
+            if self.valid is not None:
+                with pyro.validation_enabled(False):
+                    valid = self.scheme.validate(self.model, self.guide, self.valid, ctx)
+        if self.world > 1:
+            pdist.broadcast_buffers(self._modules().values())
+            metrics, valid = pdist.broadcast((metrics, valid))
+        bad = [k for k, v in valid.items() if not math.isfinite(v)]
+        if bad:
+            raise self._diverged(f"the validation metric {bad[0]} became {valid[bad[0]]}", epoch)
+        metrics.update(valid)
         if not self._weights_finite():
             raise self._diverged("a parameter became non-finite (with a finite loss)", epoch)
         # "time" is the minibatch steps alone; this adds the per-epoch phases and validation
@@ -307,7 +331,11 @@ class Trainer:
 
     def _apply(self, phase: Phase, sums: dict, where: str) -> None:
         """Check, zero, backward, clip, step: one phase."""
-        value = float(phase.loss.detach())
+        logged = [phase.loss.detach(), phase.value if phase.value is not None else phase.loss.detach(),
+                  *(t.detach() for t in phase.metrics.values())]
+        if self.world > 1:  # one all-reduce: every rank checks, and logs, the mean over ranks
+            logged = list(pdist.mean_over_ranks(torch.stack([t.reshape(()).double() for t in logged])))
+        value = float(logged[0])
         if not math.isfinite(value):
             raise self._diverged(f"the loss of phase {phase.name!r} became {value} at {where}", None)
         if phase.group not in self.optimizers:
@@ -316,13 +344,13 @@ class Trainer:
         group, opt = self.groups[phase.group], self.optimizers[phase.group]
         opt.zero_grad(set_to_none=True)  # a generator's backward also filled these
         phase.loss.backward()
+        pdist.average_gradients(group.params)
         if group.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(group.params, group.grad_clip)
             if not torch.isfinite(norm):
                 raise self._diverged(f"the gradient norm of phase {phase.name!r} became {float(norm)} at {where}", None)
         opt.step()
-        logged = value if phase.value is None else float(phase.value)
-        for name, v in ((phase.name, logged), *((k, float(t)) for k, t in phase.metrics.items())):
+        for name, v in ((phase.name, float(logged[1])), *((k, float(t)) for k, t in zip(phase.metrics, logged[2:]))):
             s = sums.setdefault(name, [0.0, 0.0])
             s[0] += v * phase.weight
             s[1] += phase.weight
@@ -394,14 +422,18 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for g in self.groups.values() for p in g.params)
 
     def _state(self, epoch: int) -> dict:
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+               "batches": self.batch_gen.get_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+        rng_ranks = pdist.gather(rng) if self.world > 1 else None
         return {
             "format": 2,
             "epoch": epoch,
             **{k: m.state_dict() for k, m in self._modules().items()},
             "param_store": pyro.get_param_store().get_state(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "batches": self.batch_gen.get_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": rng,
+            **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
+            "world_size": self.world,
             "history": self.history,
             "best_valid": self.best,
             "monitor": self.monitor,
