@@ -38,7 +38,7 @@ __all__ = [
     "save_training_curves",
 ]
 
-_SKIP_KEYS = frozenset({"epoch", "time", "epoch_seconds", "step"})
+_SKIP_KEYS = frozenset({"epoch", "time", "epoch_seconds", "cpu_seconds", "step"})
 _LOSS_WORDS = frozenset({"loss", "elbo", "nll", "ll", "kl", "rec", "recon", "iwae", "bound", "lml", "nelbo"})
 
 
@@ -95,12 +95,16 @@ def save_image_grid(images: torch.Tensor, image_shape: tuple[int, int], path, *,
 
 
 def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, image_shape, path, *, n: int = 16,
-                         upscale: int = 1, ncol: int | None = None, padding: int = 2) -> Path:
-    """Write the first ``n`` inputs above their reconstructions, as pairs of rows.
+                         upscale: int = 1, ncol: int | None = None, padding: int = 2,
+                         labels: tuple[str, str] = ("original", "reconstruction")) -> Path:
+    """Write the first ``n`` inputs above their reconstructions, as pairs of rows, each row named.
 
     The items are cut into rows of ``ncol`` (default ``min(n, 8)``); each row of originals is
     followed directly by the row of their reconstructions, so the tile under an original is its
-    reconstruction. A short last row is completed with black tiles.
+    reconstruction. A short last row is completed with black tiles. A white column on the left
+    names every row (``labels``: originals, reconstructions); the grid itself sits flush right,
+    ``2 * ceil(n / ncol) * (H*upscale + padding) + padding`` pixels high and
+    ``ncol * (W*upscale + padding) + padding`` wide, as :func:`save_image_grid` lays it out.
     """
     x, x_rec = _as_images(x, image_shape, "x"), _as_images(x_rec, image_shape, "x_rec")
     k = min(int(n), x.shape[0], x_rec.shape[0])
@@ -112,9 +116,42 @@ def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, image_shape, path
     orig = torch.cat([x[:k], blank]).reshape(chunks, 1, ncol, *x.shape[1:])
     rec = torch.cat([x_rec[:k], blank]).reshape(chunks, 1, ncol, *x.shape[1:])
     tiles = torch.cat([orig, rec], dim=1).reshape(-1, *x.shape[1:])
+    grid = _grid(tiles, ncol, padding, upscale)
+    row_h = x.shape[-2] * upscale + padding
     path = _out(path)
-    save_image(_grid(tiles, ncol, padding, upscale), path, format="png")
+    _with_row_labels(grid, [labels[i % 2] for i in range(2 * chunks)], row_h, padding).save(path, format="png")
     return path
+
+
+def _font(height: int):
+    """A font whose letters fit a row ``height`` pixels high (Pillow's bundled one)."""
+    from PIL import ImageFont
+
+    size = max(6, min(14, int(0.7 * height)))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _with_row_labels(grid: torch.Tensor, labels: Sequence[str], row_h: int, padding: int):
+    """The (3, H, W) grid as a PIL image with a white column on its left holding one label per
+    row of tiles, vertically centred on its row; the grid's pixels are unchanged."""
+    from PIL import Image, ImageDraw
+
+    arr = (grid.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    font = _font(row_h - padding)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max(probe.textbbox((0, 0), t, font=font)[2] for t in labels) + 8
+    out = Image.new("RGB", (width + arr.shape[1], arr.shape[0]), (255, 255, 255))
+    out.paste(Image.fromarray(arr), (width, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(labels):
+        y0 = padding + r * row_h
+        box = draw.textbbox((0, 0), text, font=font)
+        y = y0 + (row_h - padding - (box[3] - box[1])) / 2 - box[1]
+        draw.text((width - 4 - (box[2] - box[0]), y), text, fill=(0, 0, 0), font=font)
+    return out
 
 
 def manifold_grid(n: int) -> torch.Tensor:
@@ -127,9 +164,14 @@ def manifold_grid(n: int) -> torch.Tensor:
     return torch.stack([z1, z2], dim=1).float()
 
 
+#: the colour between the manifold's tiles: neither black (MNIST's background) nor grey (Frey Face's)
+GAP_COLOR = (0.30, 0.55, 0.85)
+
+
 @torch.no_grad()
 def save_manifold(decode: Callable[[torch.Tensor], torch.Tensor], image_shape, path, *,
-                  n: int = 20, upscale: int = 1, device="cpu", padding: int = 0) -> Path:
+                  n: int = 20, upscale: int = 1, device="cpu", padding: int = 2,
+                  gap_color: tuple[float, float, float] = GAP_COLOR) -> Path:
     """Write the learned 2-D data manifold, as in Kingma & Welling (2014), "Auto-Encoding
     Variational Bayes", Fig. 4.
 
@@ -137,7 +179,10 @@ def save_manifold(decode: Callable[[torch.Tensor], torch.Tensor], image_shape, p
     through the inverse CDF of the standard normal, so that equal steps cover equal prior mass,
     and decoded in one call ``decode(z)`` with ``z`` of shape ``(n*n, 2)`` on ``device``; the
     decoder must return the means, ``(n*n, H*W)``. ``z1`` increases left to right along the
-    columns and ``z2`` increases upwards along the rows (see :func:`manifold_grid`).
+    columns and ``z2`` increases upwards along the rows (see :func:`manifold_grid`). Tiles are
+    separated by ``padding`` pixels of ``gap_color`` (an RGB triple in [0, 1]), so that images with
+    black or grey backgrounds do not run together; the PNG is ``n*(H*upscale+padding)+padding``
+    pixels square.
     """
     z = manifold_grid(int(n)).to(device)
     means = decode(z)
@@ -149,8 +194,13 @@ def save_manifold(decode: Callable[[torch.Tensor], torch.Tensor], image_shape, p
             f"save_manifold: decode(z) with z of shape ({n * n}, 2) must return means of shape "
             f"({n * n}, {h * w}) for image_shape={(h, w)}, got {shape}"
         )
+    tiles = _as_images(means, (h, w))
+    grid = _grid(tiles, int(n), padding, upscale)
+    if padding > 0:  # colour the gaps: where a grid of all-ones tiles is 0
+        gaps = _grid(torch.ones_like(tiles), int(n), padding, upscale)[0] == 0
+        grid[:, gaps] = torch.tensor(gap_color, dtype=grid.dtype)[:, None]
     path = _out(path)
-    save_image(_grid(_as_images(means, (h, w)), int(n), padding, upscale), path, format="png")
+    save_image(grid, path, format="png")
     return path
 
 
@@ -293,14 +343,52 @@ def _group(key: str) -> str:
     return "loss" if tokens & _LOSS_WORDS else key
 
 
+def _is_weight(key: str) -> bool:
+    """A 0-1 schedule weight (the KL warm-up's beta), not a loss."""
+    k = key.lower()
+    return k in ("beta", "kl_weight") or k.endswith("_weight") or k.startswith("beta_")
+
+
+def _ylabel(key: str) -> str:
+    g = _group(key)
+    if g == "lr":
+        return "learning rate"
+    if _is_weight(key):
+        return "weight (0-1)"
+    if g == "loss":
+        return "nats / datapoint"
+    return key
+
+
+def _robust_limits(ys: Sequence[float]) -> tuple[float, float, int] | None:
+    """Y-limits that show a curve without its early transient: the range of the values after the
+    first tenth of the epochs, stretched to include earlier values lying within half that range
+    of it, plus a 5% margin; and how many early values stay off-scale. None when none do."""
+    if len(ys) < 5:
+        return None
+    tail = ys[max(1, len(ys) // 10):]
+    lo, hi = min(tail), max(tail)
+    span = (hi - lo) or abs(hi) or 1.0
+    near = [y for y in ys if lo - 0.5 * span <= y <= hi + 0.5 * span]
+    lo, hi = min(near), max(near)
+    span = (hi - lo) or abs(hi) or 1.0
+    lo, hi = lo - 0.05 * span, hi + 0.05 * span
+    cut = sum(1 for y in ys if y < lo or y > hi)
+    return (lo, hi, cut) if cut else None
+
+
 def save_training_curves(history, path, *, keys: Sequence[str] | None = None) -> Path:
-    """Plot training curves against the epoch.
+    """Plot training curves against the epoch, one panel per quantity.
 
     ``history`` is a list of per-epoch dicts, or the path of a JSON-lines file with one such dict
-    per line (a half-written last line is skipped). Every numeric key except ``epoch``, ``time``
-    and ``step`` is plotted (or just ``keys``): loss-like keys (loss, elbo, nll, kl, ...) share
-    one axes, learning rates get their own log-scale axes, and any other key gets an axes of its
-    own. Missing, None, NaN and infinite values are skipped; x is ``epoch``, else the row number.
+    per line (a half-written last line is skipped). Every numeric key except ``epoch`` and the
+    timings (``time``, ``epoch_seconds``, ``cpu_seconds``, ``step``) is plotted (or just ``keys``),
+    each on its own axes, sharing the epoch axis: a training loss (~100) and a validation bound
+    (~-100) on one axes, or a 0-1 KL weight next to them, would flatten each other. Losses and
+    bounds are scaled to their values after the first tenth of training (the first epochs'
+    transient would otherwise squash the rest; the panel says how many points are off-scale),
+    learning rates are log-scaled, 0-1 weights such as ``kl_weight`` shown on [0, 1]. Missing,
+    None, NaN and infinite values are skipped; x is ``epoch``, else the row number.
     """
     records = _read_history(history)
     if keys is None:
@@ -314,25 +402,32 @@ def save_training_curves(history, path, *, keys: Sequence[str] | None = None) ->
         pts = [(x, y) for x, y in pts if y is not None and (y > 0 or _group(key) != "lr")]
         if pts:
             series[key] = ([x for x, _ in pts], [y for _, y in pts])
-    groups: dict[str, list[str]] = {}
-    for key in series:
-        groups.setdefault(_group(key), []).append(key)
-    order = sorted(groups, key=lambda g: (g != "loss", g == "lr"))
-    fig = Figure(figsize=(7.0, 1.0 + 2.4 * max(1, len(order))), dpi=100)
+    # losses first, then other metrics, then 0-1 weights, learning rates last
+    order = sorted(series, key=lambda k: (_group(k) != "loss", _is_weight(k), _group(k) == "lr"))
+    fig = Figure(figsize=(7.0, 0.8 + 2.0 * max(1, len(order))), dpi=100)
     if not order:
         fig.text(0.5, 0.5, "no numeric values to plot", ha="center", va="center")
         return _save_fig(fig, path)
     axes = fig.subplots(len(order), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, g in zip(axes, order):
-        for key in groups[g]:
-            xs, ys = series[key]
-            ax.plot(xs, ys, marker="." if len(xs) <= 50 else None, label=key)
-        if g == "lr":
+    for ax, key in zip(axes, order):
+        xs, ys = series[key]
+        ax.plot(xs, ys, marker="." if len(xs) <= 50 else None, label=key)
+        title = key
+        if _group(key) == "lr":
             ax.set_yscale("log")
-        ax.set_ylabel({"loss": "loss / bound", "lr": "learning rate"}.get(g, g))
+        elif _is_weight(key) and min(ys) >= 0 and max(ys) <= 1:
+            ax.set_ylim(-0.05, 1.05)
+        else:
+            limits = _robust_limits(ys)
+            if limits is not None:
+                lo, hi, cut = limits
+                ax.set_ylim(lo, hi)
+                title += f"   ({cut} early value{'s' if cut > 1 else ''} off-scale)"
+        ax.set_title(title, fontsize="medium", loc="left")
+        ax.set_ylabel(_ylabel(key))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
     axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
     return _save_fig(fig, path)
 
 

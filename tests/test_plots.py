@@ -97,7 +97,10 @@ def test_reconstructions_are_under_their_originals(tmp_path, n, ncol):
                                                ncol=ncol, upscale=up))
     cols = ncol or min(n, 8)
     chunks = math.ceil(n / cols)
-    assert img.shape == (2 * chunks * (h * up + pad) + pad, cols * (w * up + pad) + pad)
+    grid_w = cols * (w * up + pad) + pad
+    assert img.shape[0] == 2 * chunks * (h * up + pad) + pad and img.shape[1] > grid_w
+    labels, img = img[:, :-grid_w], img[:, -grid_w:]  # a white column naming the rows, then the grid
+    assert labels.min() < 0.5 and np.median(labels) == 1.0
     for i in range(chunks * cols):
         r, c = 2 * (i // cols), i % cols
         top, below = tile(img, r, c, h, w, pad, up), tile(img, r + 1, c, h, w, pad, up)
@@ -225,11 +228,11 @@ def _check_history_figure(fig):
     assert set(curves) == {"train_loss", "valid_elbo", "lr", "beta"}  # no epoch/time/note
     assert curves["train_loss"][1:] == ([1, 2, 4], [120.0, 110.0, 100.0])  # NaN skipped
     assert curves["valid_elbo"][1:] == ([1, 3, 4], [-125.0, -112.0, -108.0])  # None skipped
-    assert curves["train_loss"][0] is curves["valid_elbo"][0]  # loss-like keys share an axes
+    # one panel per quantity: a loss (~100) and a bound (~-100) on one axes flatten each other
+    assert len({id(ax) for ax, _, _ in curves.values()}) == 4 == len(fig.axes)
     lr_ax = curves["lr"][0]
-    assert lr_ax.get_yscale() == "log" and lr_ax is not curves["train_loss"][0]
-    assert curves["beta"][0] not in (lr_ax, curves["train_loss"][0])
-    assert len(fig.axes) == 3
+    assert lr_ax.get_yscale() == "log"
+    assert curves["beta"][0].get_ylim() == (-0.05, 1.05)  # a 0-1 weight on its own [0, 1] scale
 
 
 def test_training_curves_from_list(tmp_path, figs):
@@ -283,3 +286,23 @@ def test_cuda_tensors(tmp_path):
     assert plots.save_latent_scatter(torch.randn(20, 3, device="cuda"), tmp_path / "s.png",
                                      labels=torch.arange(20, device="cuda") % 2).exists()
     assert plots.save_codes_by_input([torch.randn(5, 2, device="cuda")], tmp_path / "c.png").exists()
+
+
+def test_training_curves_scale_losses_past_the_early_transient(tmp_path, figs):
+    history = [{"epoch": e, "train_loss": 500.0 if e == 1 else 100.0 - e, "kl_weight": min(1.0, e / 5)} for e in range(1, 21)]
+    plots.save_training_curves(history, tmp_path / "t.png")
+    curves = _curves(figs[-1])
+    loss_ax = curves["train_loss"][0]
+    lo, hi = loss_ax.get_ylim()
+    assert lo > 75 and hi < 100  # epoch 1's 500 does not squash the rest
+    assert "1 early value off-scale" in loss_ax.get_title(loc="left")
+    assert curves["kl_weight"][0].get_ylim() == (-0.05, 1.05)
+
+
+def test_manifold_gaps_are_coloured(tmp_path):
+    n, h, w, pad = 3, 2, 2, 2
+    path = plots.save_manifold(lambda z: torch.zeros(z.shape[0], h * w), (h, w), tmp_path / "m.png", n=n, padding=pad)
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
+    np.testing.assert_allclose(rgb[0, 0], plots.GAP_COLOR, atol=1 / 255)  # the frame
+    np.testing.assert_allclose(rgb[pad + h, pad], plots.GAP_COLOR, atol=1 / 255)  # between rows
+    assert np.all(rgb[pad:pad + h, pad:pad + w] == 0)  # the black tiles themselves
