@@ -52,7 +52,7 @@ class Budget:
     limit: int | None  # rows of each split (None: all 50,000 / 10,000 / 10,000)
     epochs: int
     kl_warmup: float
-    eval_points: int  # first points of the test and of the training split scored by log p(x)
+    eval_points: int  # points of the test and of the training split scored by log p(x), drawn at random
     num_samples: int  # importance samples per point
     hidden: tuple[int, ...]
     z_dim: int
@@ -62,6 +62,14 @@ BUDGETS = {
     "quick": Budget(300, 2, 1.0, 50, 20, (64,), 8),
     "full": Budget(None, 20, 5.0, 2000, 1000, (200, 200), 50),
 }
+
+
+def evaluation_points(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` rows drawn at random (fixed seed), not the first ``n``: MNIST's test set is ordered,
+    its first 5,000 digits (NIST's employees) cleaner than its last (students), so a prefix
+    scores ~20 nats better than the whole."""
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx.sort().values]
 
 
 def options(family: str, extra: dict, b: Budget) -> dict:
@@ -89,7 +97,7 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
                         "image_shape": list(data.image_shape), "dataset": {"name": data.name, "root": None, "file": None}})
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        xs = {"test": data.test[: b.eval_points], "train": data.train[: b.eval_points]}
+        xs = {k: evaluation_points(data.split(k), b.eval_points, seed) for k in ("test", "train")}
         lp = {k: ppvae.log_likelihood(t.model, t.guide, x, num_samples=b.num_samples) for k, x in xs.items()}
         elbo = {k: mean_bound(t.model, t.guide, x) for k, x in xs.items()}
         info = {

@@ -44,16 +44,39 @@ def default_data_root() -> str | None:
     return str(staged) if staged.is_dir() else None
 
 
-def load(name: str, data_root: str | None, limit: int | None = None, quick: bool = False) -> Dataset:
+def load(name: str, data_root: str | None, limit: int | None = None, quick: bool = False,
+         valid_size: int | None = None) -> Dataset:
     """The dataset ``name``; in quick mode, when it is not staged, scikit-learn's digits instead
     (so the tutorials' CI run needs no files), with a note saying so."""
     try:
-        return ppvae.load_dataset(name, data_root, limit=limit)
+        return ppvae.load_dataset(name, data_root, limit=limit, valid_size=valid_size)
     except (ppvae.PPVAEError, OSError) as e:
         if not quick:
             raise
         print(f"[quick mode] {name} is not available ({type(e).__name__}); using the bundled digits instead")
         return ppvae.load_dataset("digits", limit=limit)
+
+
+def build_vae(x_dim: int, z_dim: int, encoder_hidden: Sequence[int], decoder_hidden: Sequence[int] | None = None,
+              activation: str = "tanh", likelihood: str = "bernoulli", seed: int = 0):
+    """A one-stochastic-layer VAE (the ``vae`` family's model and guide) whose encoder and decoder
+    may have different hidden layers (the encoder-depth study); seeded before building."""
+    from ppvae.guides.vae import GaussianEncoder
+    from ppvae.models.vae import VAE, VAEConfig
+
+    dec = tuple(decoder_hidden if decoder_hidden is not None else encoder_hidden)
+    ppvae.seed_everything(seed)
+    model = VAE(x_dim, VAEConfig(z_dims=(z_dim,), hidden=(dec,), activation=activation, likelihood=likelihood))
+    guide = GaussianEncoder(x_dim, VAEConfig(z_dims=(z_dim,), hidden=(tuple(encoder_hidden),), activation=activation,
+                                             likelihood=likelihood))
+    return model, guide
+
+
+def vae_meta(data: Dataset, z_dim: int, hidden: Sequence[int], activation: str = "tanh") -> dict:
+    """What a run folder records so that ``ppvae evaluate`` can rebuild a symmetric VAE."""
+    return {"family": "vae", "model_options": {"z_dims": [z_dim], "hidden": [list(hidden)], "activation": activation,
+                                               "likelihood": data.likelihood},
+            "x_dim": data.x_dim, "image_shape": list(data.image_shape)}
 
 
 @dataclass
