@@ -39,6 +39,7 @@ import ppvae
 from ppvae.checkpoint import load
 from ppvae.plots import save_codes_against_priors, save_style_content_grid
 from ppvae.schemes import AdversarialScheme
+from ppvae.schemes.categorical import CategoricalAdversarialScheme
 from ppvae.semisupervised import (class_probabilities, classification_error, clustering_error, confusion_matrix,
                                   most_confident_labels, save_confusion_matrix)
 
@@ -67,14 +68,17 @@ def options_for(name: str, hidden: tuple[int, ...], likelihood: str) -> tuple[st
 
 
 def train(name: str, data, *, epochs: int, hidden: tuple[int, ...], out: Path, seed: int, lr: float,
-          betas: tuple[float, float], batch_size: int, progress: bool):
+          betas: tuple[float, float], batch_size: int, progress: bool, supervised_lr: float | None = None,
+          lr_schedule: str = "constant", lr_gamma: float = 0.99):
     """Train (or resume, or just load when done) one model in ``out/name``; returns (model, guide, history)."""
     family, opts = options_for(name, hidden, data.likelihood)
     model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
     folder = out / name
     resume = (folder / "last.pt").exists()
-    scheme = AdversarialScheme(hidden=hidden) if family == "aae" else None  # None: the family's own
-    result = ppvae.fit(model, guide, data, scheme=scheme, epochs=epochs, lr=lr, adam_betas=betas, batch_size=batch_size,
+    scheme = (AdversarialScheme(hidden=hidden) if family == "aae" else
+              CategoricalAdversarialScheme(supervised_lr=supervised_lr) if family == "aae-categorical" else None)
+    result = ppvae.fit(model, guide, data, scheme=scheme, epochs=epochs, lr=lr, lr_schedule=lr_schedule, lr_gamma=lr_gamma,
+                       adam_betas=betas, batch_size=batch_size,
                        seed=seed, out_dir=folder, resume=resume, progress=progress,
                        meta={"family": family, "model_options": opts, "x_dim": data.x_dim,
                              "image_shape": list(data.image_shape), "likelihood": data.likelihood},
@@ -101,7 +105,8 @@ def binarized_train(data, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(name: str, model, guide, data, history: list[dict], folder: Path, image_up: int) -> dict:
+def evaluate(name: str, model, guide, data, history: list[dict], folder: Path, image_up: int,
+             settings: dict | None = None) -> dict:
     """Test error (semi-supervised: at best.pt; clustering: majority labels of training members),
     the confusion matrix and the style/content grid; written to ``folder/result.json``."""
     _, _, kind = RUNS[name]
@@ -111,7 +116,7 @@ def evaluate(name: str, model, guide, data, history: list[dict], folder: Path, i
               "wall_s": round(sum(h.get("epoch_seconds", h.get("time", 0.0)) for h in history), 1),
               # on a shared machine wall time depends on the other jobs; CPU time of this process does not
               "cpu_s": round(sum(h.get("cpu_seconds", 0.0) for h in history), 1),
-              "hidden": list(model.config.hidden), "options": RUNS[name][1]}
+              "hidden": list(model.config.hidden), "options": RUNS[name][1], "settings": settings or {}}
     test_probs = class_probabilities(guide, data.test)
     test_labels = data.labels("test")
     if kind == "semi":
@@ -188,6 +193,9 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", default="500,500", help="widths of encoder, decoder and discriminators (the paper's: 1000,1000)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--beta1", type=float, default=0.5)
+    p.add_argument("--lr-schedule", default="constant", help="constant | exponential (lr_gamma^epoch: a function of the epoch alone, so a run extended later continues it) | cosine")
+    p.add_argument("--lr-gamma", type=float, default=0.95, help="the exponential schedule's per-epoch factor")
+    p.add_argument("--supervised-lr", type=float, default=None, help="learning rate of the supervised phase [the --lr]")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help=f"comma-separated runs (default: all of {', '.join(RUNS)})")
@@ -211,9 +219,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         model, guide, history = train(name, data, epochs=per_run.get(name, args.epochs), hidden=hidden, out=out,
                                       seed=args.seed, lr=args.lr, betas=(args.beta1, 0.999), batch_size=args.batch_size,
-                                      progress=args.progress)
+                                      progress=args.progress, supervised_lr=args.supervised_lr,
+                                      lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma)
         if RUNS[name][2] in ("semi", "cluster", "heads"):
-            r = evaluate(name, model, guide, data, history, out / name, up)
+            settings = {k: getattr(args, k) for k in ("lr", "lr_schedule", "lr_gamma", "beta1", "supervised_lr", "batch_size", "seed", "hidden")}
+            r = evaluate(name, model, guide, data, history, out / name, up, settings)
             paper = f" (paper {PAPER[name]:.2f}%)" if name in PAPER else ""
             print(f"{name}: test error {100 * r['error']:.2f}%{paper} after {r['epochs']} epochs, {r['wall_s']:.0f} s", flush=True)
             print("wrote " + ", ".join(str(p) for p in write_tables(out, Path(args.results) if args.results else None)), flush=True)
