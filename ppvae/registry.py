@@ -15,10 +15,12 @@ from ppvae.options import coerce_options
 from ppvae.guides.ae import AEEncoder
 from ppvae.guides.aae import AAEEncoder
 from ppvae.guides.aae_categorical import CategoricalAAEEncoder
+from ppvae.guides.alpha_gan import AlphaGANEncoder
 from ppvae.guides.vae import GaussianEncoder
 from ppvae.models.ae import AEConfig, AEModel
 from ppvae.models.aae import AAEConfig, AAEModel
 from ppvae.models.aae_categorical import CategoricalAAEConfig, CategoricalAAEModel
+from ppvae.models.alpha_gan import AlphaGANConfig, AlphaGANModel
 from ppvae.models.bayes_vae import BayesVAE, BayesVAEConfig
 from ppvae.guides.bayes_vae import BayesVAEGuide
 from ppvae.models.iop import IOPConfig, IOPVAE
@@ -40,6 +42,7 @@ FAMILIES: dict[str, Family] = {
     "mog-prior": Family(MoGPriorConfig, lambda d, c: (MoGPriorVAE(d, c), GaussianEncoder(d, c)), "VAE with a learned mixture-of-Gaussians prior, the VampPrior paper's baseline (Tomczak & Welling 2018)"),
     "aae": Family(AAEConfig, lambda d, c: (AAEModel(d, c), AAEEncoder(d, c)), "adversarial autoencoder: Gaussian, 10-Gaussian mixture or swiss-roll prior; label to the discriminator or the decoder (Makhzani et al. 2016)"),
     "aae-categorical": Family(CategoricalAAEConfig, lambda d, c: (CategoricalAAEModel(d, c), CategoricalAAEEncoder(d, c)), "adversarial autoencoder with a categorical y and a style z: semi-supervised classification (labels=100/1000/all), unsupervised clustering (labels=0), 2-D cluster heads (Makhzani et al. 2016)"),
+    "alpha-gan": Family(AlphaGANConfig, lambda d, c: (AlphaGANModel(d, c), AlphaGANEncoder(d, c)), "alpha-GAN: L1 autoencoder with a data discriminator and a code discriminator, implicit encoder z = E(x) (Rosca et al. 2017)"),
     "iop": Family(IOPConfig, lambda d, c: (IOPVAE(d, c), GaussianEncoder(d, c)), "VAE with implicit optimal prior: N(0,I) prior corrected by a density-ratio net T(z) (Takahashi et al. 2019)"),
     "bayes-vae": Family(BayesVAEConfig, lambda d, c: _bayes_vae_pair(d, c), "VAE with full variational Bayes over its decoder weights: weight priors N(0, s^2) or a scale mixture, mean-field Normal posterior, optional local reparameterization (Kingma & Welling 2014, app. F; Blundell et al. 2015)"),
     "ae": Family(AEConfig, lambda d, c: (AEModel(d, c), AEEncoder(d, c)), "plain deterministic autoencoder (Delta encoder, flat code prior): cross-entropy or squared-error reconstruction, trained by the bound scheme"),

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ppvae.errors import ConfigError
 from ppvae.schemes.adversarial import AdversarialScheme
+from ppvae.schemes.alpha_gan import AlphaGANScheme
 from ppvae.schemes.categorical import CategoricalAdversarialScheme
 from ppvae.schemes.base import ParamGroup, Phase, Scheme, StepContext
 from ppvae.schemes.bound import BoundScheme, parameters_of
@@ -21,6 +22,7 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     "iop": DensityRatioScheme,
     "aae": AdversarialScheme,  # reconstruction + a GAN matching q(z) to the model's prior
     "aae-categorical": CategoricalAdversarialScheme,  # the aae on y and z + a supervised phase (semi-supervised / clustering)
+    "alpha-gan": AlphaGANScheme,  # L1 autoencoder + a GAN on x and a GAN on z, four networks
 }
 
 
@@ -38,5 +40,5 @@ def get_scheme(scheme: str | Scheme | None, model: Any = None) -> Scheme:
     return SCHEMES[scheme]()
 
 
-__all__ = ["Scheme", "ParamGroup", "Phase", "StepContext", "BoundScheme", "DensityRatioScheme", "AdversarialScheme", "SCHEMES",
+__all__ = ["Scheme", "ParamGroup", "Phase", "StepContext", "BoundScheme", "DensityRatioScheme", "AdversarialScheme", "AlphaGANScheme", "SCHEMES",
            "get_scheme", "parameters_of"]
