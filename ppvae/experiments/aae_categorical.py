@@ -161,6 +161,41 @@ def embedding_panel(name: str, model, guide, data, n: int = 5000):
     return ("AAE, 2-D Gaussian prior", guide.encode(x), labels, model.sample_prior(n))
 
 
+def save_error_curves(out: Path) -> Path | None:
+    """Validation error per epoch of every semi-supervised and clustering run under ``out`` (the
+    clustering runs' is the error with clusters labelled by their validation members' majority)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
+
+    curves = []
+    for name, (_, _, kind) in RUNS.items():
+        path = out / name / "metrics.jsonl"
+        if kind in ("semi", "cluster", "heads") and path.exists():
+            key = "valid_error" if kind == "semi" else "valid_cluster_error"
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            curves.append((name, kind, [r["epoch"] for r in rows], [100 * r[key] for r in rows]))
+    if not curves:
+        return None
+    fig = Figure(figsize=(10, 4), dpi=100)
+    for i, (kind, title) in enumerate((("semi", "semi-supervised: validation error"),
+                                       ("cluster", "clustering: validation error (majority of validation members)"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for name, k, epochs, errors in curves:
+            if k == kind or (kind == "cluster" and k == "heads"):
+                ax.plot(epochs, errors, marker=".", label=name)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("error (%)")
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out / "error_curves.png", format="png")
+    return out / "error_curves.png"
+
+
 def write_tables(out: Path, results_dir: Path | None) -> list[Path]:
     """The two CSVs, rebuilt from every ``result.json`` under ``out``."""
     if results_dir is None:
@@ -234,6 +269,9 @@ def main(argv=None) -> int:
     if order:
         path = save_codes_against_priors([panels[n] for n in order], out / "embeddings.png", ncols=len(order))
         print(f"wrote {path}")
+    curves = save_error_curves(out)
+    if curves is not None:
+        print(f"wrote {curves}")
     (out / "settings.json").write_text(json.dumps(vars(args), indent=2))
     return 0
 
