@@ -25,6 +25,7 @@ trace is capped (:data:`GLOBAL_ELEMENTS`) so that memory stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -34,6 +35,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from ppvae import distributed as pdist
 from ppvae.errors import ConfigError, DataError
 from ppvae.traces import probe_pair, trace_pair
 
@@ -65,6 +67,7 @@ def log_likelihood(
     batch_size: int | None = None,
     chunk_elements: int | None = None,
     diagnostics: bool = False,
+    seed: int | None = None,
     **kwargs,
 ) -> torch.Tensor | ImportanceResult:
     """Importance-sampled estimate of log p(x_i) for each row of ``x``: a tensor of shape (N,).
@@ -75,6 +78,13 @@ def log_likelihood(
     ``eval_chunk_elements`` attribute if it has one, for a model whose cost per sample is far from a
     decoder pass's, else ``CHUNK_ELEMENTS``). With ``diagnostics=True`` returns an
     :class:`ImportanceResult` that adds each datapoint's Pareto-k (``arviz.psislw``) and ESS.
+
+    ``seed`` ties the random draws to the datapoints: each batch of ``batch_size`` rows draws from
+    its own generator state, ``seed`` plus the batch's first row index (torch's global generator is
+    left as it was), so the estimates do not depend on how the work is split. Inside a
+    ``torch.distributed`` process group the batches are dealt out to the ranks round-robin and the
+    per-datapoint results gathered in order on every rank; there ``seed`` defaults to 0, so the
+    same call on 1 and on N processes gives identical per-datapoint values.
 
     Pyro handlers in the pair: a masked term contributes 0, so masked dimensions of ``x``
     (``poutine.mask``, ``obs_mask``, ``Distribution.mask``) are *marginalized*: the estimate is
@@ -109,32 +119,39 @@ def log_likelihood(
     log_px = torch.empty(n, device=x.device)
     k_hat = np.empty(n) if diagnostics else None
     ess = np.empty(n) if diagnostics else None
+    rank, world = pdist.world()
+    if seed is None and world > 1:
+        seed = 0
+    starts = list(range(0, n, batch_size))[rank::world]  # this rank's batches (all of them on one process)
     with torch.no_grad(), pyro.validation_enabled(False):
-        for start in range(0, n, batch_size):
+        for start in starts:
             xb = x[start : start + batch_size]
-            chunks = []
-            running = None
-            for s0 in range(0, num_samples, particles):
-                k = min(particles, num_samples - s0)
-                try:
-                    tr = trace_pair(model, guide, xb, *args, num_particles=k, **kwargs)
-                except NotImplementedError as e:  # a prior or decoder without a density
-                    raise ConfigError(f"log p(x) cannot be estimated for this pair: {e}") from e
-                if running is None:
-                    _check_proposal(tr)
-                tr.datapoint_scale("log_likelihood")  # raises for scales on some sites only
-                log_w = tr.log_weights()  # (k, b): masked, without the pair's scales
+            with _draws_tied_to(seed, start, x.device):
+                chunks = []
+                running = None
+                for s0 in range(0, num_samples, particles):
+                    k = min(particles, num_samples - s0)
+                    try:
+                        tr = trace_pair(model, guide, xb, *args, num_particles=k, **kwargs)
+                    except NotImplementedError as e:  # a prior or decoder without a density
+                        raise ConfigError(f"log p(x) cannot be estimated for this pair: {e}") from e
+                    if running is None:
+                        _check_proposal(tr)
+                    tr.datapoint_scale("log_likelihood")  # raises for scales on some sites only
+                    log_w = tr.log_weights()  # (k, b): masked, without the pair's scales
+                    if diagnostics:
+                        chunks.append(log_w.cpu())
+                    lse = torch.logsumexp(log_w, 0)
+                    running = lse if running is None else torch.logaddexp(running, lse)
+                log_px[start : start + xb.shape[0]] = running - math.log(num_samples)
                 if diagnostics:
-                    chunks.append(log_w.cpu())
-                lse = torch.logsumexp(log_w, 0)
-                running = lse if running is None else torch.logaddexp(running, lse)
-            log_px[start : start + xb.shape[0]] = running - math.log(num_samples)
-            if diagnostics:
-                lw = torch.cat(chunks, 0).T.double().numpy()  # (b, S): samples on the last axis
-                k_hat[start : start + xb.shape[0]] = pareto_k(lw)
-                w = np.exp(lw - lw.max(1, keepdims=True))
-                w /= w.sum(1, keepdims=True)
-                ess[start : start + xb.shape[0]] = 1.0 / (w**2).sum(1)
+                    lw = torch.cat(chunks, 0).T.double().numpy()  # (b, S): samples on the last axis
+                    k_hat[start : start + xb.shape[0]] = pareto_k(lw)
+                    w = np.exp(lw - lw.max(1, keepdims=True))
+                    w /= w.sum(1, keepdims=True)
+                    ess[start : start + xb.shape[0]] = 1.0 / (w**2).sum(1)
+    if world > 1:
+        log_px, k_hat, ess = _gather_batches(starts, batch_size, log_px, k_hat, ess)
     if not torch.isfinite(log_px).all():
         bad = int((~torch.isfinite(log_px)).nonzero()[0])
         raise DataError(
@@ -144,6 +161,30 @@ def log_likelihood(
     if not diagnostics:
         return log_px
     return ImportanceResult(log_px, torch.from_numpy(k_hat).float(), torch.from_numpy(ess).float())
+
+
+def _draws_tied_to(seed: int | None, start: int, device: torch.device):
+    """A context in which torch's generator is seeded for the batch starting at row ``start``,
+    restored afterwards; a no-op without a seed."""
+    if seed is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []))
+    torch.manual_seed(int(seed) + int(start))
+    return stack
+
+
+def _gather_batches(starts, batch_size, log_px, k_hat, ess):
+    """Every rank's batches, put in row order on every rank."""
+    mine = {s: (log_px[s : s + batch_size].cpu(), None if k_hat is None else k_hat[s : s + batch_size],
+                None if ess is None else ess[s : s + batch_size]) for s in starts}
+    for part in pdist.gather(mine):
+        for s, (lp, k, e) in part.items():
+            log_px[s : s + lp.shape[0]] = lp.to(log_px.device)
+            if k_hat is not None:
+                k_hat[s : s + lp.shape[0]] = k
+                ess[s : s + lp.shape[0]] = e
+    return log_px, k_hat, ess
 
 
 def pareto_k(log_weights: np.ndarray) -> np.ndarray:
@@ -161,6 +202,24 @@ def pareto_k(log_weights: np.ndarray) -> np.ndarray:
     flat = np.ptp(log_weights, axis=1) < 1e-6
     k[flat] = 0.0
     return k
+
+
+@torch.no_grad()
+def density_problem(model: Callable, guide: Callable, x: torch.Tensor, *args, **kwargs) -> str | None:
+    """Why ``log_likelihood`` cannot estimate log p(x) for this pair (a guide site without a
+    density, such as the Delta encoder of the ``ae`` family; a model site without one), or None
+    when it can: one trace of the pair on ``x``, for callers that report what they can instead of
+    failing (an evaluation report with reconstruction error but no log p(x))."""
+    with pyro.validation_enabled(False), torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+        try:
+            tr = trace_pair(model, guide, x, *args, num_particles=1, **kwargs)
+            _check_proposal(tr)
+            tr.log_weights()
+        except NotImplementedError as e:  # a distribution without log_prob
+            return f"log p(x) cannot be estimated for this pair: {e}"
+        except ConfigError as e:
+            return str(e)
+    return None
 
 
 def _check_proposal(tr) -> None:

@@ -105,3 +105,14 @@ def test_cli_trains_ae_and_samples(tmp_path):
     for name in ("last.pt", "best.pt", "metrics.jsonl", "training_curves.png", "samples.png"):
         assert (run / name).exists(), name
     assert main(["sample", str(run), "--num", "9", "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_density_problem_says_why_log_px_is_unavailable(digits):
+    from ppvae.likelihood import density_problem
+
+    model, guide, _ = ppvae.build("ae", digits.x_dim, SMALL, seed=0)
+    assert "Delta" in density_problem(model, guide, digits.test[:5])
+    vae, enc, _ = ppvae.build("vae", digits.x_dim, {"z_dims": [2], "hidden": [[8]]}, seed=0)
+    state = torch.get_rng_state()
+    assert density_problem(vae, enc, digits.test[:5]) is None
+    assert torch.equal(state, torch.get_rng_state())  # no random numbers consumed
