@@ -280,20 +280,52 @@ def cmd_evaluate(args) -> int:
     if args.limit is not None:
         x, labels = x[: args.limit], (labels[: args.limit] if labels is not None else None)
     x = x.to(device)
+    from ppvae import distributed as pdist
+    from ppvae.evaluate_samples import (format_sample_report, is_mnist, likelihood_unavailable, needs_labels,
+                                         reconstruction_report, sample_report)
+
+    pdist.init_from_environment(device)  # under torchrun, log p(x) is sharded over the ranks
+    rank = pdist.world()[0]
+    label_kw = {}
+    if needs_labels(model):
+        if labels is None:
+            raise PPVAEError(f"this {meta['family']} model takes labels, but the {args.split} split has none")
+        label_kw = {"y": labels.to(device)}
     torch.manual_seed(args.seed)
-    report = evaluate_pair(model, guide, x, num_samples=args.num_samples, iwae_k=args.k)
+    reason = ("the model takes labels; importance sampling per labelled datapoint is not supported"
+              if label_kw else likelihood_unavailable(model, guide, x))
+    if reason is None:
+        report = evaluate_pair(model, guide, x, num_samples=args.num_samples, iwae_k=args.k)
+    else:
+        report = {**reconstruction_report(model, guide, x, **label_kw), "log_px_unavailable": reason}
+    free = reason is not None  # a model without a likelihood is judged by its samples
+    parzen = args.parzen == "on" or (args.parzen == "auto" and free)
+    quality = args.sample_quality == "on" or (args.sample_quality == "auto" and (free or is_mnist(data))
+                                              and data.labels("train") is not None)
+    if parzen or quality:
+        torch.manual_seed(args.seed)
+        report.update(sample_report(model, data, x, num_samples=args.model_samples, parzen=parzen, quality=quality,
+                                    data_root=(meta["dataset"] or {}).get("root"),
+                                    num_classes=getattr(getattr(model, "config", None), "num_classes", None) if label_kw else None))
     report.update({"run": str(args.run), "epoch": ckpt["epoch"], "split": args.split, "dataset": data.name,
-                   "family": meta["family"], "objective": ckpt["train_config"]["objective"],
-                   "num_particles": ckpt["train_config"]["num_particles"]})
+                   "family": meta["family"], "scheme": (ckpt.get("scheme") or {}).get("name", "bound"),
+                   "objective": ckpt["train_config"]["objective"], "num_particles": ckpt["train_config"]["num_particles"]})
+    if rank > 0:
+        return 0
     (out / "report.json").write_text(json.dumps(report, indent=2))
     shape, up = tuple(meta["image_shape"]), _upscale(meta["image_shape"])
-    figures = [save_reconstructions(x[:16], reconstruct(model, guide, x[:16]), shape, out / "reconstructions.png", upscale=up)]
-    z = posterior_means(guide, x[:5000])
+    figures = [save_reconstructions(x[:16], reconstruct(model, guide, x[:16], **{k: v[:16] for k, v in label_kw.items()}),
+                                    shape, out / "reconstructions.png", upscale=up)]
+    z = posterior_means(guide, x[:5000], **{k: v[:5000] for k, v in label_kw.items()})
     first = next(iter(z.values()))
     figures.append(save_latent_scatter(first, out / "latent_scatter.png", labels=labels[:5000] if labels is not None else None, title=f"{data.name} {args.split}: E_q[z|x]"))
-    if first.shape[-1] == 2 and hasattr(model, "decode"):
+    if first.shape[-1] == 2 and hasattr(model, "decode") and not label_kw:
         figures.append(save_manifold(model.decode, shape, out / "manifold.png", upscale=up, device=device))
-    print(format_report(report))
+    if reason is None:
+        print(format_report(report))
+    extra = format_sample_report(report)
+    if extra:
+        print(extra)
     print("wrote " + ", ".join(str(p) for p in [out / "report.json", *figures]))
     return 0
 
@@ -358,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num-samples", type=positive_int, default=5000, help="importance samples per datapoint for log p(x)")
             p.add_argument("-k", type=positive_int, default=50, help="k of the reported IWAE bound")
             p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+            p.add_argument("--parzen", default="auto", choices=["auto", "on", "off"],
+                           help="Parzen-window log-likelihood of model samples (auto: when log p(x) cannot be estimated)")
+            p.add_argument("--sample-quality", default="auto", choices=["auto", "on", "off"],
+                           help="classifier score and Frechet distance of model samples (ppvae's MNIST CNN on MNIST, else an MLP "
+                                "trained on the dataset); auto: on MNIST and for models without a likelihood")
+            p.add_argument("--model-samples", type=positive_int, default=10_000, help="model samples for --parzen / --sample-quality")
             p.add_argument("--limit", type=positive_limit, default=None, help="evaluate only the first N datapoints (default: all)")
         else:
             p.add_argument("--num", type=positive_int, default=64, help="number of samples")

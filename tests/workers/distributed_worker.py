@@ -3,7 +3,7 @@ environment variables: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
     python distributed_worker.py MODE OUT [EPOCHS]
 
-MODE ``deterministic``: a pair without sampling noise (a deterministic encoder, the ELBO of which
+MODE ``loglik``: sharded ``log_likelihood`` of an untrained VAE on the test digits; ``deterministic``: a pair without sampling noise (a deterministic encoder, the ELBO of which
 is a function of the weights and the batch alone) on dynamically binarized digits, so that two
 ranks at global batch 2B must match one process at batch 2B; ``vae``: a stochastic VAE, for
 resume; ``die``: rank 1 exits during epoch 2. Rank 0 writes OUT/params.pt.
@@ -26,6 +26,14 @@ epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     pdist.init_from_environment(torch.device("cpu"))
 data = ppvae.load_dataset("digits", limit=240)
+
+if mode == "loglik":  # sharded evaluation: rank 0 saves the gathered per-datapoint values
+    model, guide, _ = ppvae.build("vae", data.x_dim, {"z_dims": [2], "hidden": [[16]]}, seed=0)
+    result = ppvae.log_likelihood(model, guide, data.test, num_samples=40, batch_size=16, diagnostics=True)
+    if pdist.world()[0] == 0:
+        torch.save({"log_px": result.log_px, "pareto_k": result.pareto_k}, os.path.join(out, "log_px.pt"))
+    dist.destroy_process_group()
+    sys.exit(0)
 
 
 class DieOnRank1(BoundScheme):
