@@ -94,10 +94,10 @@ def save_image_grid(images: torch.Tensor, image_shape: tuple[int, int], path, *,
     return path
 
 
-def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, image_shape, path, *, n: int = 16,
-                         upscale: int = 1, ncol: int | None = None, padding: int = 2,
+def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor | Mapping[str, torch.Tensor], image_shape, path, *,
+                         n: int = 16, upscale: int = 1, ncol: int | None = None, padding: int = 2,
                          labels: tuple[str, str] = ("original", "reconstruction")) -> Path:
-    """Write the first ``n`` inputs above their reconstructions, as pairs of rows, each row named.
+    """Write the first ``n`` inputs above their reconstructions, each row named.
 
     The items are cut into rows of ``ncol`` (default ``min(n, 8)``); each row of originals is
     followed directly by the row of their reconstructions, so the tile under an original is its
@@ -105,21 +105,28 @@ def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, image_shape, path
     names every row (``labels``: originals, reconstructions); the grid itself sits flush right,
     ``2 * ceil(n / ncol) * (H*upscale + padding) + padding`` pixels high and
     ``ncol * (W*upscale + padding) + padding`` wide, as :func:`save_image_grid` lays it out.
+    ``x_rec`` may also map names to reconstructions (several models of the same inputs): each
+    block of originals is then followed by one row per model, named by its key.
     """
-    x, x_rec = _as_images(x, image_shape, "x"), _as_images(x_rec, image_shape, "x_rec")
-    k = min(int(n), x.shape[0], x_rec.shape[0])
+    named = list(x_rec.items()) if isinstance(x_rec, Mapping) else [(labels[1], x_rec)]
+    if not named:
+        raise DataError("save_reconstructions needs at least one set of reconstructions")
+    x = _as_images(x, image_shape, "x")
+    recs = [(name, _as_images(r, image_shape, f"x_rec[{name!r}]" if isinstance(x_rec, Mapping) else "x_rec"))
+            for name, r in named]
+    k = min(int(n), x.shape[0], *(r.shape[0] for _, r in recs))
     if k < 1:
         raise DataError("save_reconstructions needs at least one item (n >= 1 and non-empty x)")
     ncol = min(k, 8) if ncol is None else int(ncol)
     chunks = math.ceil(k / ncol)
     blank = torch.zeros(chunks * ncol - k, *x.shape[1:])
-    orig = torch.cat([x[:k], blank]).reshape(chunks, 1, ncol, *x.shape[1:])
-    rec = torch.cat([x_rec[:k], blank]).reshape(chunks, 1, ncol, *x.shape[1:])
-    tiles = torch.cat([orig, rec], dim=1).reshape(-1, *x.shape[1:])
+    rows = [torch.cat([t[:k], blank]).reshape(chunks, 1, ncol, *x.shape[1:]) for t in [x] + [r for _, r in recs]]
+    tiles = torch.cat(rows, dim=1).reshape(-1, *x.shape[1:])
     grid = _grid(tiles, ncol, padding, upscale)
     row_h = x.shape[-2] * upscale + padding
+    names = [labels[0]] + [name for name, _ in recs]
     path = _out(path)
-    _with_row_labels(grid, [labels[i % 2] for i in range(2 * chunks)], row_h, padding).save(path, format="png")
+    _with_row_labels(grid, names * chunks, row_h, padding).save(path, format="png")
     return path
 
 

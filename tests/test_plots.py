@@ -306,3 +306,16 @@ def test_manifold_gaps_are_coloured(tmp_path):
     np.testing.assert_allclose(rgb[0, 0], plots.GAP_COLOR, atol=1 / 255)  # the frame
     np.testing.assert_allclose(rgb[pad + h, pad], plots.GAP_COLOR, atol=1 / 255)  # between rows
     assert np.all(rgb[pad:pad + h, pad:pad + w] == 0)  # the black tiles themselves
+
+
+def test_reconstructions_of_several_models_get_one_named_row_each(tmp_path):
+    h, w, pad = 3, 4, 2
+    x = torch.rand(5, h * w)
+    path = plots.save_reconstructions(x, {"a": 1 - x, "b": x * 0.5}, (h, w), tmp_path / "r.png", n=5, ncol=5)
+    img = load_gray(path)
+    grid_w = 5 * (w + pad) + pad
+    assert img.shape[0] == 3 * (h + pad) + pad
+    grid = img[:, -grid_w:]
+    for c in range(5):
+        np.testing.assert_allclose(tile(grid, 1, c, h, w, pad), 1 - tile(grid, 0, c, h, w, pad), atol=1 / 255)
+        np.testing.assert_allclose(tile(grid, 2, c, h, w, pad), 0.5 * tile(grid, 0, c, h, w, pad), atol=1 / 255)

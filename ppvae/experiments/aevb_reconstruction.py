@@ -100,15 +100,8 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
 
 
 def _examples(x: torch.Tensor, recs: dict[str, torch.Tensor], shape, path: Path) -> Path:
-    """Originals above each model's reconstructions, one labelled row per model (Figure 8)."""
-    from ppvae.plots import _as_images, _grid, _with_row_labels
-
-    tiles = torch.cat([_as_images(x, shape)] + [_as_images(r[: x.shape[0]], shape) for r in recs.values()])
-    up = max(1, 56 // max(shape))
-    grid = _grid(tiles, x.shape[0], 2, up)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _with_row_labels(grid, ["original", *recs], shape[0] * up + 2, 2).save(path, format="png")
-    return path
+    """Originals above each model's reconstructions, one named row per model (the report's Figure 8)."""
+    return save_reconstructions(x, recs, shape, path, n=x.shape[0], ncol=x.shape[0], upscale=max(1, 56 // max(shape)))
 
 
 def figure(rows: list[dict], z_dims, path: Path) -> Path:
