@@ -59,6 +59,13 @@ class BayesVAE(nn.Module):
     valid for both (``elbo-analytic`` only uses it when every model latent before a site is
     sampled by the guide before it, and the guide samples z first).
 
+    Training minimizes N / B * sum_b [-(log p(x_b | z_b, w) + beta (log p(z_b) - log q(z_b | x_b)))]
+    + beta KL(q(w) || p(w)): the weight KL is counted once per minibatch (the ELBO of the whole
+    dataset, ``ppvae.objectives``), and the trainer's KL warm-up weight beta (``kl_warmup_epochs``)
+    multiplies it as it multiplies the KL of z. At the start the weight KL is large (~4.5 nats per
+    weight at log-variance -10 under N(0, 1): ~19 nats per datapoint for 207k weights and N =
+    50,000), which is what warm-up softens.
+
     The model reads the guide's q(w) (attached by the family's builder, not a submodule: its
     parameters stay the guide's) for what needs the posterior rather than a sampled w:
     ``decode(z)`` (the mean of p(x | z) at the posterior-mean weights: manifolds),
