@@ -155,9 +155,7 @@ def embedding_panel(name: str, model, guide, data, n: int = 5000):
         return ("AAE, 20 cluster heads + 2-D style (no labels)", model.embed(probs, z), labels,
                 model.embed(draws["y"], draws["z"]))
     if name == "vae-2d":
-        from ppvae.analysis import posterior_means
-
-        return ("VAE (ELBO), 2-D, posterior means", next(iter(posterior_means(guide, x).values())), labels, torch.randn(n, 2))
+        return ("VAE (ELBO), 2-D, posterior means", guide.encode(x), labels, torch.randn(n, 2))
     return ("AAE, 2-D Gaussian prior", guide.encode(x), labels, model.sample_prior(n))
 
 
