@@ -379,6 +379,7 @@ def trace_pair(
     *args,
     num_particles: int = 1,
     num_data: int | None = None,
+    score_globals: bool = True,
     **kwargs,
 ) -> PairTrace:
     """Run ``guide(x, *args, **kwargs)`` under a particle plate of size ``num_particles``, replay
@@ -388,6 +389,9 @@ def trace_pair(
     turns a sum over the minibatch into an estimate of the sum over the dataset (N / B), counting
     the scale a ``subsample``d data plate of size N applies itself (it already carries N / B).
     Scales the pair adds on top (``poutine.scale``) stay with their sites (:class:`Site`).
+    ``score_globals=False`` leaves the sites outside the data plate out (their log-densities are
+    not computed): for estimates made of the per-datapoint terms alone, such as ``log_likelihood``,
+    to which the prior and posterior densities of a decoder's weights are pure cost.
     """
     nesting = probe_pair(model, guide, x, args, kwargs).nesting
     particle_dim = -(nesting + 1)
@@ -417,8 +421,9 @@ def trace_pair(
                 continue  # pyro.deterministic sites are masked out: they never contribute
             frame = next((f for f in node["cond_indep_stack"] if f.name == DATA_PLATE), None)
             if frame is None:  # a global site: one value per particle, shared by the minibatch
-                global_sites[i][name] = _reduce_global_site(name, node, particle_dim, num_particles)
-                orders[i].append(name)
+                if score_globals:
+                    global_sites[i][name] = _reduce_global_site(name, node, particle_dim, num_particles)
+                    orders[i].append(name)
                 continue
             if batch is None:
                 batch = frame.size  # the (sub)sample size; full_size is the plate's declared size
