@@ -86,7 +86,6 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
     results = {"budget": budget, "machine": machine(), "dataset": data.name, "epochs": b.epochs,
                "kl_warmup_epochs": b.kl_warmup, "eval_points": b.eval_points, "num_samples": b.num_samples,
                "architecture": f"{data.x_dim}-{'-'.join(map(str, b.hidden))}-{b.z_dim} tanh", "models": {}}
-    rows = []
     for name in models:
         family, extra = MODELS[name]
         opts = options(family, extra, b)
@@ -132,11 +131,19 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
         torch.manual_seed(seed)
         save_image_grid(sample(t.model, 64, data.x_dim), data.image_shape, out / f"{name}_samples.png", nrow=8)
         results["models"][name] = info
-        rows.append({"model": name, **{k: info[k] for k in CSV_COLUMNS if k != "model"}})
         print(f"{name}: test log p(x) {info['test_log_px']:.2f} +- {info['test_log_px_se']:.2f}, train "
               f"{info['train_log_px']:.2f}, gap {info['train_test_gap']:.2f}; {info['epochs']} epochs, "
               f"{info['wall_s']:.0f} s", flush=True)
-    _curves({n: (out / n / "metrics.jsonl") for n in models}, out / "validation_curves.png")
+    # models run earlier into the same folder (e.g. the variants, run separately) stay in the tables
+    previous = out / "results.json"
+    if previous.exists():
+        import json
+
+        old = json.loads(previous.read_text())
+        if old.get("budget") == budget:
+            results["models"] = {**{k: v for k, v in old["models"].items() if k not in results["models"]}, **results["models"]}
+    rows = [{"model": n, **{k: r[k] for k in CSV_COLUMNS if k != "model"}} for n, r in results["models"].items()]
+    _curves({n: (out / n / "metrics.jsonl") for n in results["models"]}, out / "validation_curves.png")
     write_json(out / "results.json", results)
     write_csv(out / "bayes_vae.csv", rows, CSV_COLUMNS)
     return results
