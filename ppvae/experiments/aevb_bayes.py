@@ -11,8 +11,10 @@ log-variance -10), with the weight KL counted once per minibatch (N / B local te
 training log p(x) are importance-sampled with the guide as proposal; for the Bayesian model each
 sample draws its own decoder weights from q(w), so the figure is the posterior-predictive log
 density log E_q(w)[p(x | w)] (``ppvae.likelihood``). The train-test gap of each says how much each
-overfits. Variants (``--models``): ``bayes-vae-lrt`` (local reparameterization trick) and
-``bayes-vae-mixture`` (Blundell et al.'s scale-mixture prior, Monte Carlo weight KL).
+overfits. Variants (``--models``): ``bayes-vae-lrt`` (local reparameterization trick),
+``bayes-vae-mixture`` (Blundell et al.'s scale-mixture prior, Monte Carlo weight KL), and
+``vae-small`` / ``bayes-vae-small``: the same pair on the first 2,000 training images for 250
+epochs, a regime where the point estimate overfits (scored on the whole test set).
 
 Outputs in ``OUT/bayes``: one run folder per model, ``results.json``, ``bayes_vae.csv`` (model,
 test_log_px, train_log_px, epochs, wall_s), the posterior standard deviations per layer
@@ -25,7 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,11 +41,13 @@ from ppvae.plots import save_image_grid
 
 CSV_COLUMNS = ("model", "test_log_px", "train_log_px", "epochs", "wall_s")
 
-MODELS = {  # name -> (family, extra options)
-    "vae": ("vae", {}),
-    "bayes-vae": ("bayes-vae", {}),
-    "bayes-vae-lrt": ("bayes-vae", {"local_reparameterization": True}),
-    "bayes-vae-mixture": ("bayes-vae", {"prior": "scale-mixture"}),
+MODELS = {  # name -> (family, extra options, small: trained on the budget's small training set)
+    "vae": ("vae", {}, False),
+    "bayes-vae": ("bayes-vae", {}, False),
+    "bayes-vae-lrt": ("bayes-vae", {"local_reparameterization": True}, False),
+    "bayes-vae-mixture": ("bayes-vae", {"prior": "scale-mixture"}, False),
+    "vae-small": ("vae", {}, True),
+    "bayes-vae-small": ("bayes-vae", {}, True),
 }
 
 
@@ -56,11 +60,14 @@ class Budget:
     num_samples: int  # importance samples per point
     hidden: tuple[int, ...]
     z_dim: int
+    small_train: int  # the small-data regime ("-small" models): the first images of the training split
+    small_epochs: int
+    small_warmup: float
 
 
 BUDGETS = {
-    "quick": Budget(300, 2, 1.0, 50, 20, (64,), 8),
-    "full": Budget(None, 20, 5.0, 2000, 1000, (200, 200), 50),
+    "quick": Budget(300, 2, 1.0, 50, 20, (64,), 8, 100, 2, 1.0),
+    "full": Budget(None, 20, 5.0, 2000, 1000, (200, 200), 50, 2000, 250, 25.0),
 }
 
 
@@ -86,17 +93,22 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
     results = {"budget": budget, "machine": machine(), "dataset": data.name, "epochs": b.epochs,
                "kl_warmup_epochs": b.kl_warmup, "eval_points": b.eval_points, "num_samples": b.num_samples,
                "architecture": f"{data.x_dim}-{'-'.join(map(str, b.hidden))}-{b.z_dim} tanh", "models": {}}
+    # the small-data regime: few training images, many epochs, the whole test set (where the point
+    # estimate overfits, which is what weight uncertainty is meant to curb)
+    small = replace(data, train=data.train[: b.small_train], valid=data.valid[: b.small_train // 2],
+                    train_labels=None, valid_labels=None, test_labels=None)
     for name in models:
-        family, extra = MODELS[name]
+        family, extra, is_small = MODELS[name]
         opts = options(family, extra, b)
+        d = small if is_small else data
         model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
-        t = train(name, model, guide, data, out, epochs=b.epochs, batch_size=100, lr=lr, objective="elbo-analytic",
-                  kl_warmup_epochs=b.kl_warmup, seed=seed,
+        t = train(name, model, guide, d, out, epochs=b.small_epochs if is_small else b.epochs, batch_size=100, lr=lr,
+                  objective="elbo-analytic", kl_warmup_epochs=b.small_warmup if is_small else b.kl_warmup, seed=seed,
                   meta={"family": family, "model_options": opts, "x_dim": data.x_dim,
                         "image_shape": list(data.image_shape), "dataset": {"name": data.name, "root": None, "file": None}})
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        xs = {k: evaluation_points(data.split(k), b.eval_points, seed) for k in ("test", "train")}
+        xs = {k: evaluation_points(d.split(k), b.eval_points, seed) for k in ("test", "train")}
         lp = {k: ppvae.log_likelihood(t.model, t.guide, x, num_samples=b.num_samples) for k, x in xs.items()}
         elbo = {k: mean_bound(t.model, t.guide, x) for k, x in xs.items()}
         info = {
@@ -105,13 +117,13 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
             "train_log_px": float(lp["train"].mean()), "train_log_px_se": float(lp["train"].std() / math.sqrt(len(lp["train"]))),
             "test_elbo": elbo["test"], "train_elbo": elbo["train"],
             "valid_bound_last_epoch": last(t.history, "valid_"), "train_loss_last_epoch": last(t.history, "train_loss"),
-            "epochs": len(t.history), "wall_s": t.wall_s, "cpu_s": t.cpu_s,
+            "train_size": len(d), "epochs": len(t.history), "wall_s": t.wall_s, "cpu_s": t.cpu_s,
             "eval_wall_s": time.perf_counter() - t0,
         }
         info["train_test_gap"] = info["train_log_px"] - info["test_log_px"]
         if family == "bayes-vae":
             q = t.guide.weights
-            n = len(data)
+            n = len(d)
             scales = torch.cat([q.scale(s).detach().reshape(-1) for s in q.sites])
             info.update({
                 "num_weights": q.num_weights(),
