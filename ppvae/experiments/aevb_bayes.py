@@ -110,6 +110,7 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
         torch.manual_seed(seed)
         xs = {k: evaluation_points(d.split(k), b.eval_points, seed) for k in ("test", "train")}
         lp = {k: ppvae.log_likelihood(t.model, t.guide, x, num_samples=b.num_samples) for k, x in xs.items()}
+        torch.save({k: v.cpu() for k, v in lp.items()}, out / name / "log_px.pt")  # per point: paired comparisons
         elbo = {k: mean_bound(t.model, t.guide, x) for k, x in xs.items()}
         info = {
             "family": family, "options": opts,
@@ -154,11 +155,31 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
         old = json.loads(previous.read_text())
         if old.get("budget") == budget:
             results["models"] = {**{k: v for k, v in old["models"].items() if k not in results["models"]}, **results["models"]}
+    results["paired"] = paired(out, results["models"])
     rows = [{"model": n, **{k: r[k] for k in CSV_COLUMNS if k != "model"}} for n, r in results["models"].items()]
     _curves({n: (out / n / "metrics.jsonl") for n in results["models"]}, out / "validation_curves.png")
     write_json(out / "results.json", results)
     write_csv(out / "bayes_vae.csv", rows, CSV_COLUMNS)
     return results
+
+
+def paired(out: Path, models: dict) -> dict:
+    """Each Bayesian model's test log p(x) minus its point-estimate counterpart's, on the same test
+    points: mean and paired standard error (the points are shared, so their noise mostly cancels)."""
+    pairs = {}
+    for name, info in models.items():
+        if info["family"] != "bayes-vae":
+            continue
+        ref = "vae-small" if name.endswith("-small") else "vae"
+        files = [out / n / "log_px.pt" for n in (name, ref)]
+        if ref not in models or not all(f.exists() for f in files):
+            continue
+        a, b = (torch.load(f)["test"].double() for f in files)
+        if a.shape != b.shape:
+            continue
+        d = a - b
+        pairs[f"{name} - {ref}"] = {"mean": float(d.mean()), "se": float(d.std() / math.sqrt(d.numel())), "points": d.numel()}
+    return pairs
 
 
 def _curves(runs: dict[str, Path], path: Path) -> Path:
