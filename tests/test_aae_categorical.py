@@ -320,3 +320,26 @@ def test_bad_options_are_refused(digits):
     with pytest.raises(ConfigError, match="several sites"):
         model, guide, _ = ppvae.build("aae-categorical", digits.x_dim, SMALL, seed=0)
         ppvae.fit(model, guide, digits, scheme=CategoricalAdversarialScheme(nn.Linear(10, 1)), epochs=1, progress=False)
+
+
+def test_the_experiment_writes_both_tables_and_resumes(tmp_path, capsys):
+    """The experiment module on the offline digits: one epoch per run, both CSVs with the issue's
+    columns; a second call with more epochs continues the runs instead of starting again."""
+    import csv
+
+    from ppvae.experiments.aae_categorical import main as experiment
+
+    args = ["--dataset", "digits", "--hidden", "16", "--only", "semi-100,cluster-16", "--out", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    assert experiment([*args, "--epochs", "1"]) == 0
+    semi = list(csv.reader(open(tmp_path / "results" / "aae_semisupervised.csv")))
+    clusters = list(csv.reader(open(tmp_path / "results" / "aae_clustering.csv")))
+    assert semi[0] == ["labels", "error", "epochs", "wall_s"] and semi[1][0] == "100" and semi[1][2] == "1"
+    assert clusters[0] == ["clusters", "error", "epochs", "wall_s"] and clusters[1][0] == "16"
+    assert 0.0 <= float(semi[1][1]) <= 1.0 and float(clusters[1][3]) > 0
+    assert experiment([*args, "--epochs", "2"]) == 0
+    assert list(csv.reader(open(tmp_path / "results" / "aae_semisupervised.csv")))[1][2] == "2"
+    lines = (tmp_path / "runs" / "semi-100" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # epoch 1 kept, epoch 2 added
+    for name in ("semi-100", "cluster-16"):
+        assert (tmp_path / "runs" / name / "confusion.png").exists() and (tmp_path / "runs" / name / "style_content.png").exists()
