@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ppvae.experiments.aevb_common import (build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 
 Z_DIM, WIDTH = 10, 500
@@ -63,7 +63,7 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
         results[part][key] = {
             "encoder_hidden": enc, "decoder_hidden": dec, "activation": act, "epochs": len(t.history),
             "valid_curve": [h[next(k for k in h if k.startswith("valid_"))] for h in t.history],
-            "train_elbo": mean_bound(t.model, t.guide, data.train[:5000]), "test_elbo": mean_bound(t.model, t.guide, test),
+            "train_elbo": mean_bound(t.model, t.guide, eval_split(data, "train", 5000)), "test_elbo": mean_bound(t.model, t.guide, test),
             "cpu_s_per_epoch": statistics.median(h["cpu_seconds"] for h in t.history),
             "wall_s": t.wall_s, "cpu_s": t.cpu_s,
         }

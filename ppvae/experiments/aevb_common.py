@@ -130,6 +130,18 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
+def eval_split(data: Dataset, split: str, n: int | None = None, seed: int = 0) -> torch.Tensor:
+    """The first ``n`` rows of a split as the models are scored on them. A dynamically binarized
+    dataset keeps grey levels in its training split (binarized afresh for every minibatch) and its
+    validation and test splits binarized once: its training rows are binarized here, once, with a
+    fixed seed, so that training and test bounds are comparable (a Bernoulli log-density of grey
+    levels is not a log-probability of any image)."""
+    x = data.split(split)[:n]
+    if data.dynamic_binarization and split == "train":
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+    return x
+
+
 @torch.no_grad()
 def mean_bound(model, guide, x: torch.Tensor, objective: str = "elbo-analytic", particles: int = 1,
                batch_size: int = 500) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import ppvae
-from ppvae.experiments.aevb_common import (build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 
 ESTIMATORS = {"A": "elbo", "B": "elbo-analytic"}
@@ -92,7 +92,7 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
                 "z_dim": z, "estimator": label, "objective": objective, "epochs": len(t.history),
                 "valid_curve": [h[next(k for k in h if k.startswith("valid_"))] for h in t.history],
                 "test_elbo": mean_bound(t.model, t.guide, test, particles=10),
-                "train_elbo": mean_bound(t.model, t.guide, data.train[:5000], particles=10),
+                "train_elbo": mean_bound(t.model, t.guide, eval_split(data, "train", 5000), particles=10),
                 "gradient_variance": measured, "wall_s": t.wall_s, "cpu_s": t.cpu_s,
             }
             gv = measured.get(str(b.epochs), {})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ppvae.experiments.aevb_common import (build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 from ppvae.plots import save_latent_scatter, save_manifold
 
@@ -57,7 +57,7 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
         save_latent_scatter(codes, out / f"{name}_codes.png", labels=labels, title=f"{data.name} test set: E_q[z | x]")
         results["models"][name] = {
             "epochs": len(t.history), "hidden": hidden, "likelihood": data.likelihood,
-            "train_elbo": mean_bound(t.model, t.guide, data.train[:5000]), "test_elbo": mean_bound(t.model, t.guide, data.test),
+            "train_elbo": mean_bound(t.model, t.guide, eval_split(data, "train", 5000)), "test_elbo": mean_bound(t.model, t.guide, data.test),
             "wall_s": t.wall_s, "cpu_s": t.cpu_s,
         }
         print(f"{name}: test ELBO {results['models'][name]['test_elbo']:.2f} after {len(t.history)} epochs "
