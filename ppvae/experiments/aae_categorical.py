@@ -194,6 +194,22 @@ def save_error_curves(out: Path) -> Path | None:
     return out / "error_curves.png"
 
 
+def markdown_table(out: Path) -> str:
+    """The results of every run under ``out`` beside the paper's numbers, as a Markdown table."""
+    rows = ["| run | test error | paper | epochs | selected epoch | wall s | CPU s | validation error |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in RUNS:
+        path = out / name / "result.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        paper = f"{PAPER[name]:.2f}%" if name in PAPER else "-"
+        valid = r.get("valid_error")
+        rows.append(f"| {name} | {100 * r['error']:.2f}% | {paper} | {r['epochs']} | {r['selected_epoch']} | {r['wall_s']:.0f} | "
+                    f"{r.get('cpu_s', 0):.0f} | {'-' if valid is None else f'{100 * valid:.2f}%'} |")
+    return "\n".join(rows)
+
+
 def write_tables(out: Path, results_dir: Path | None) -> list[Path]:
     """The two CSVs, rebuilt from every ``result.json`` under ``out``."""
     if results_dir is None:
@@ -236,7 +252,11 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None, help="folder for the two CSV tables (e.g. docs/results)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--report", action="store_true", help="only print the results under --out as a Markdown table")
     args = p.parse_args(argv)
+    if args.report:
+        print(markdown_table(Path(args.out)))
+        return 0
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     hidden = tuple(int(h) for h in args.hidden.split(","))
