@@ -72,9 +72,9 @@ BUDGETS = {
 
 
 def evaluation_points(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """``n`` rows drawn at random (fixed seed), not the first ``n``: MNIST's test set is ordered,
-    its first 5,000 digits (NIST's employees) cleaner than its last (students), so a prefix
-    scores ~20 nats better than the whole."""
+    """``n`` rows drawn at random (fixed seed), not the first ``n``: the fixed-binarized MNIST test
+    file is ordered (the point-estimate VAE's ELBO on its five blocks of 2,000: -83, -117, -112,
+    -100, -111 nats), so a prefix scores up to ~20 nats better than the whole."""
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     return x[idx.sort().values]
 
