@@ -183,26 +183,35 @@ def paired(out: Path, models: dict) -> dict:
 
 
 def _curves(runs: dict[str, Path], path: Path) -> Path:
-    """The validation bound of every model against the epoch, one axes."""
+    """The validation ELBO of every model against the epoch: the full training set's models on
+    the left, the small-data regime's (other epochs, other scale) on the right."""
     import json
 
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2), dpi=100)
-    ax = fig.add_subplot()
-    for name, metrics in runs.items():
-        h = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        key = next(k for k in h[0] if k.startswith("valid_"))
-        ax.plot([r["epoch"] for r in h], [r[key] for r in h], marker=".", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation ELBO (nats per datapoint)")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    lo = min(min(line.get_ydata()[len(line.get_ydata()) // 3:]) for line in ax.get_lines())
-    hi = max(max(line.get_ydata()) for line in ax.get_lines())
-    ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))  # the early epochs off-scale
+    groups = {"50,000 training images": [n for n in runs if not n.endswith("-small")],
+              "2,000 training images": [n for n in runs if n.endswith("-small")]}
+    groups = {k: v for k, v in groups.items() if v}
+    fig = Figure(figsize=(5.6 * len(groups), 4.2), dpi=100)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (title, names) in zip(axes, groups.items()):
+        tails = []
+        for name in names:
+            h = [json.loads(line) for line in runs[name].read_text().splitlines() if line.strip()]
+            key = next(k for k in h[0] if k.startswith("valid_"))
+            ys = [r[key] for r in h]
+            ax.plot([r["epoch"] for r in h], ys, marker="." if len(ys) <= 50 else None, label=name)
+            tails += ys[len(ys) // 4:]
+        lo, hi = min(tails), max(tails)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))  # the early epochs off-scale
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation ELBO (nats per datapoint)")
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
+    fig.savefig(path, dpi=fig.dpi)
     return path
 
 
