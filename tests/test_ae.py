@@ -98,11 +98,19 @@ def test_bad_options(digits):
             ppvae.build("ae", digits.x_dim, {**SMALL, **bad})
 
 
-def test_cli_trains_ae_and_samples(tmp_path):
+def test_cli_trains_evaluates_and_samples_ae(tmp_path):
+    import json
+
     run = tmp_path / "ae"
     assert main(["train", "--model", "ae", "--dataset", "digits", "--epochs", "2", "--limit", "300",
-                 "--set", "hidden=[32]", "--out", str(run), "--no-progress"]) == 0
+                 "--set", "hidden=[32]", "--set", "z_dim=2", "--out", str(run), "--no-progress"]) == 0
     for name in ("last.pt", "best.pt", "metrics.jsonl", "training_curves.png", "samples.png"):
+        assert (run / name).exists(), name
+    # no log p(x) for an autoencoder: evaluate says why and reports what it can
+    assert main(["evaluate", str(run), "--limit", "40", "--parzen", "off", "--sample-quality", "off"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["reconstruction_sse"] > 0
+    for name in ("reconstructions.png", "latent_scatter.png", "manifold.png"):
         assert (run / name).exists(), name
     assert main(["sample", str(run), "--num", "9", "--out", str(tmp_path / "s.png")]) == 0
 
