@@ -16,7 +16,7 @@ from pyro import poutine
 
 from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
-from ppvae.traces import _sample_sites
+from ppvae.traces import local_sample_sites
 
 OBS = "x"
 
@@ -53,7 +53,10 @@ def sample(model: Callable, num_samples: int, x_dim: int, *args, mean: bool = Tr
 
 @torch.no_grad()
 def posterior_means(guide: Callable, x: torch.Tensor, *args, num_particles: int = 100, **kwargs) -> dict[str, torch.Tensor]:
-    """E_q[z | x] for every latent site of the guide, shape (N, d) each.
+    """E_q[z | x] for every per-datapoint latent site of the guide, shape (N, d) each.
+
+    Global sites (a Bayesian decoder's weights, outside the data plate) are left out: their mean
+    does not vary with x, so active units and latent plots have nothing to say about them.
 
     Uses each site's distribution mean, averaged over ``num_particles`` draws of the sites before
     it (exact for the first layer; for deeper layers a Monte Carlo average of exact conditional
@@ -62,7 +65,7 @@ def posterior_means(guide: Callable, x: torch.Tensor, *args, num_particles: int 
     with pyro.plate("_ppvae_particles", num_particles, dim=-2):
         tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
     out = {}
-    for name, site in _sample_sites(tr).items():
+    for name, site in local_sample_sites(tr).items():
         m = site["fn"].mean
         m = m.expand(site["value"].shape)
         out[name] = m.mean(0) if m.dim() == 3 else m

@@ -89,6 +89,7 @@ def cmd_list(args) -> int:
 TRAIN_OPTIONS = {
     "objective": "objective", "num_particles": "num_particles", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "lr", "lr_schedule": "lr_schedule", "schedule_scale": "schedule_scale", "adam_eps": "adam_eps",
+    "weight_decay": "weight_decay",
     "kl_warmup": "kl_warmup_epochs", "grad_clip": "grad_clip", "patience": "early_stopping_patience",
     "seed": "seed", "device": "device", "scheme": "scheme",
 }
@@ -118,6 +119,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-schedule", default=None, help=f"constant | iwae (3^i-epoch stages) | exponential | cosine [{d.lr_schedule}]")
     g.add_argument("--schedule-scale", type=float, default=None, help=f"iwae schedule: stage lengths times this [{d.schedule_scale}]")
     g.add_argument("--adam-eps", type=float, default=None, help=f"[{d.adam_eps}]")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help=f"L2 penalty on the weights, Adam's weight_decay: the MAP baseline of the AEVB report [{d.weight_decay}]")
     g.add_argument("--kl-warmup", type=float, default=None, help=f"epochs of linear KL warm-up [{d.kl_warmup_epochs}]")
     g.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this positive value [no clipping]")
     g.add_argument("--patience", type=positive_int, default=None, help="early stopping after this many epochs without a better valid metric [none]")

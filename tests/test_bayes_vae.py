@@ -273,8 +273,29 @@ def test_cli_trains_and_evaluates_bayes_vae(tmp_path, capsys):
     assert main(["evaluate", str(run), "--num-samples", "30", "-k", "5", "--limit", "40"]) == 0
     report = json.loads((run / "report.json").read_text())
     assert math.isfinite(report["log_px"]) and report["elbo"] <= report["log_px"] + 1.0
+    # active units are about the per-datapoint code only, not the decoder's weight sites
+    assert report["active_units"].keys() == {"z"} and report["active_units"]["z"]["total"] == 2
     for name in ("reconstructions.png", "latent_scatter.png", "manifold.png", "samples.png"):
         assert (run / name).exists(), name
     ckpt = load(run / "last.pt")
     assert ckpt["meta"]["family"] == "bayes-vae" and not ckpt["model_state"].get("decoder.0.weight")
     assert main(["sample", str(run), "--num", "9", "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_cli_weight_decay_reaches_every_optimizer(tmp_path):
+    """--weight-decay (the AEVB report's MAP baseline) is saved with the run and used by Adam."""
+    run = tmp_path / "wd"
+    assert main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "1", "--limit", "100",
+                 "--set", "hidden=[[8]]", "--set", "z_dims=[2]", "--weight-decay", "0.01", "--out", str(run), "--no-progress"]) == 0
+    ckpt = load(run / "last.pt")
+    assert ckpt["train_config"]["weight_decay"] == 0.01
+    assert {g["weight_decay"] for o in ckpt["optimizers"].values() for g in o["param_groups"]} == {0.01}
+
+
+def test_posterior_means_leave_out_the_weight_sites(pair):
+    from ppvae.analysis import active_units, posterior_means
+
+    _, guide, x = pair
+    means = posterior_means(guide, x, num_particles=3)
+    assert means.keys() == {"z"} and means["z"].shape == (20, SMALL["z_dim"])
+    assert active_units(guide, x).keys() == {"z"}
