@@ -13,14 +13,13 @@ and validation together.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ppvae.experiments.aevb_common import (eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (experiment_parser, parse_experiment_args, save_figure, eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 
 Z_DIM, WIDTH = 10, 500
@@ -96,22 +95,13 @@ def curves(runs: dict, path: Path, part: str, epochs: int, n: int) -> Path:
     bx.set_xlabel("encoder hidden layers" if part == "depth" else "activation")
     for i, k in enumerate(keys):
         bx.text(i, runs[k]["cpu_s_per_epoch"], f"{runs[k]['cpu_s_per_epoch']:.2f}", ha="center", va="bottom", fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_architecture", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
-    p.add_argument("--out", default="runs/aevb")
-    p.add_argument("--data-root", default=None)
+    p = experiment_parser("ppvae.experiments.aevb_architecture", __doc__)
     p.add_argument("--parts", default="depth,activation")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_experiment_args(p, argv)
     run(args.budget, args.out, args.data_root, args.seed, tuple(args.parts.split(",")))
     return 0
 

@@ -24,7 +24,6 @@ curves and samples of both models.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass, replace
@@ -35,7 +34,7 @@ import torch
 import ppvae
 from ppvae.analysis import sample
 from ppvae.bayes import inference_data, save_posterior_scales
-from ppvae.experiments.aevb_common import (check_budget, default_data_root, last, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (experiment_parser, parse_experiment_args, save_figure, check_budget, default_data_root, last, load, machine, mean_bound, train,
                                           write_csv, write_json)
 from ppvae.plots import save_image_grid
 
@@ -209,22 +208,13 @@ def _curves(runs: dict[str, Path], path: Path) -> Path:
         ax.set_title(title, fontsize="medium")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_bayes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
-    p.add_argument("--out", default="runs/aevb")
-    p.add_argument("--data-root", default=None)
+    p = experiment_parser("ppvae.experiments.aevb_bayes", __doc__)
     p.add_argument("--models", default="vae,bayes-vae", help=f"comma-separated, from {', '.join(MODELS)}")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_experiment_args(p, argv)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = set(models) - set(MODELS)
     if unknown:

@@ -11,6 +11,7 @@ torch thread; every budget is sized for it.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -159,3 +160,29 @@ def last(history: list[dict], key_prefix: str) -> float | None:
         if k.startswith(key_prefix):
             return float(v)
     return None
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out and write a matplotlib ``Figure`` (its own dpi), creating the folder."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi)
+    return path
+
+
+def experiment_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options every AEVB experiment takes: --budget, --out, --data-root, --threads, --seed."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
+    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
+    p.add_argument("--out", default="runs/aevb")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def parse_experiment_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, and set the torch thread count (one thread: the report's machine)."""
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

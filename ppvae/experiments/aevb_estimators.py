@@ -16,7 +16,6 @@ total variance and signal-to-noise ratio ||E g||^2 / tr Cov(g) of both estimator
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 import ppvae
-from ppvae.experiments.aevb_common import (eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (experiment_parser, parse_experiment_args, save_figure, eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 
 ESTIMATORS = {"A": "elbo", "B": "elbo-analytic"}
@@ -143,21 +142,12 @@ def figure(models: dict, b: Budget, path: Path) -> Path:
     cx.grid(True, alpha=0.3, which="both")
     cx.legend(fontsize="x-small", ncol=2)
     cx.set_title("signal-to-noise of the estimator\neach model was trained with", fontsize="medium")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_estimators", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
-    p.add_argument("--out", default="runs/aevb")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    p = experiment_parser("ppvae.experiments.aevb_estimators", __doc__)
+    args = parse_experiment_args(p, argv)
     run(args.budget, args.out, args.data_root, args.seed)
     return 0
 

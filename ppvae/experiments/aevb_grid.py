@@ -12,14 +12,13 @@ datapoint, to keep the measurement's own noise small). The two heatmaps are the 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ppvae.experiments.aevb_common import (build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (experiment_parser, parse_experiment_args, save_figure, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 
 
@@ -80,21 +79,12 @@ def heatmaps(cells: dict, samples, batches, path: Path, epochs: int) -> Path:
                         color="k" if grid[i, j] > grid.mean() else "w", fontweight="bold" if (i, j) == best else None)
         fig.colorbar(im, ax=ax)
     fig.suptitle(f"Frey Face, {epochs} epochs per cell (equal passes over the data)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_grid", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
-    p.add_argument("--out", default="runs/aevb")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    p = experiment_parser("ppvae.experiments.aevb_grid", __doc__)
+    args = parse_experiment_args(p, argv)
     run(args.budget, args.out, args.data_root, args.seed)
     return 0
 

@@ -12,13 +12,10 @@ coloured by digit, show which region of the latent space each class took.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ppvae.experiments.aevb_common import (eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
+from ppvae.experiments.aevb_common import (experiment_parser, parse_experiment_args, eval_split, build_vae, check_budget, default_data_root, load, machine, mean_bound, train,
                                           vae_meta, write_json)
 from ppvae.plots import save_latent_scatter, save_manifold
 
@@ -67,14 +64,8 @@ def run(budget: str = "quick", out: str | Path = "runs/aevb", data_root: str | N
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_manifolds", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
-    p.add_argument("--out", default="runs/aevb")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    p = experiment_parser("ppvae.experiments.aevb_manifolds", __doc__)
+    args = parse_experiment_args(p, argv)
     run(args.budget, args.out, args.data_root, args.seed)
     return 0
 

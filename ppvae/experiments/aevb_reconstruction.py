@@ -21,14 +21,13 @@ like of in training). Written to ``aevb_mse.csv`` (dataset, z_dim, model, mse).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import ppvae
-from ppvae.experiments.aevb_common import (build_vae, check_budget, default_data_root, load, machine, train, vae_meta,
+from ppvae.experiments.aevb_common import (experiment_parser, parse_experiment_args, save_figure, build_vae, check_budget, default_data_root, load, machine, train, vae_meta,
                                           write_csv, write_json)
 from ppvae.plots import save_reconstructions
 
@@ -122,21 +121,12 @@ def figure(rows: list[dict], z_dims, path: Path) -> Path:
         ax.set_title(ds, fontsize="medium")
         ax.legend(fontsize="small")
         ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ppvae.experiments.aevb_reconstruction", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
-    p.add_argument("--out", default="runs/aevb")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    p = experiment_parser("ppvae.experiments.aevb_reconstruction", __doc__)
+    args = parse_experiment_args(p, argv)
     run(args.budget, args.out, args.data_root, args.seed)
     return 0
 
