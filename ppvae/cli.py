@@ -21,8 +21,9 @@ from ppvae.errors import PPVAEError
 EXTRA_COMMANDS: list = ["ppvae.reproduce.cli"]  # modules (or import paths) with add_parser(subparsers)
 
 
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` pairs -> a dict of model options.
+def _parse_options(pairs: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs -> a dict of model options (``flag`` names the option in errors:
+    ``--objective-option`` pairs are read the same way).
 
     VALUE is read as JSON (``z_dims=[2]``, ``normalize=true``, ``activation="relu"``); a VALUE that
     is not JSON is kept as the bare string (``activation=relu``). The types are checked afterwards
@@ -37,12 +38,15 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = str(pair).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE (VALUE as JSON, e.g. z_dims=[2]), got {pair!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE (VALUE as JSON, e.g. {_EXAMPLES.get(flag, 'x=1')}), got {pair!r}")
         try:
             out[key] = json.loads(value)
         except ValueError:  # json.JSONDecodeError: a bare string such as activation=relu
             out[key] = value.strip()
     return out
+
+
+_EXAMPLES = {"--set": "z_dims=[2]", "--objective-option": "alpha=0.5"}
 
 
 def positive_int(text: str) -> int:
@@ -70,13 +74,21 @@ def positive_limit(text: str) -> int:
 
 def cmd_list(args) -> int:
     from ppvae.data import DATASETS
-    from ppvae.objectives import OBJECTIVES
+    from ppvae.grad_estimators import GRAD_ESTIMATORS
+    from ppvae.objectives import OBJECTIVES, objective_options
     from ppvae.registry import FAMILIES
 
     print("models:")
     for name, fam in FAMILIES.items():
         print(f"  {name:<12} {fam.description}")
-    print("objectives:  " + ", ".join(OBJECTIVES))
+    print("objectives (--objective NAME, options --objective-option KEY=VALUE, --grad-estimator NAME):")
+    for name, cls in OBJECTIVES.items():
+        opts = ", ".join(f"{k}={v!r}" for k, v in objective_options(cls).items())
+        print(f"  {name:<14} {cls.summary or (cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {'':<14} options: {opts or 'none'}; grad estimators: {', '.join(cls.grad_estimators)}")
+    print("grad estimators:")
+    for name, what in GRAD_ESTIMATORS.items():
+        print(f"  {name:<14} {what}")
     from ppvae.schemes import SCHEMES
 
     print("schemes:     " + ", ".join(SCHEMES) + "  (or your own ppvae.schemes.Scheme through the API)")
@@ -87,7 +99,8 @@ def cmd_list(args) -> int:
 # CLI option -> TrainConfig field. Every training option defaults to None on the command line, so
 # that `--resume` can tell what the user asked for from what the checkpoint recorded.
 TRAIN_OPTIONS = {
-    "objective": "objective", "num_particles": "num_particles", "epochs": "epochs", "batch_size": "batch_size",
+    "objective": "objective", "num_particles": "num_particles", "grad_estimator": "grad_estimator",
+    "epochs": "epochs", "batch_size": "batch_size",
     "lr": "lr", "lr_schedule": "lr_schedule", "schedule_scale": "schedule_scale", "adam_eps": "adam_eps",
     "weight_decay": "weight_decay",
     "kl_warmup": "kl_warmup_epochs", "grad_clip": "grad_clip", "patience": "early_stopping_patience",
@@ -111,8 +124,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option, VALUE as JSON: --set z_dims=[2] --set stochastic_layers=2")
     g = p.add_argument_group("training (defaults in brackets; with --resume, the run's own settings)")
     g.add_argument("--scheme", default=None, help=f"training scheme (see `ppvae list`) [{d.scheme}: the model's own, else bound]")
-    g.add_argument("--objective", default=None, help=f"elbo | elbo-analytic | iwae [{d.objective}]")
+    from ppvae.grad_estimators import GRAD_ESTIMATORS
+    from ppvae.objectives import OBJECTIVES
+
+    g.add_argument("--objective", default=None, help=f"{' | '.join(OBJECTIVES)} (see `ppvae list`) [{d.objective}]")
     g.add_argument("-k", "--num-particles", type=positive_int, default=None, help=f"samples per datapoint (k for iwae, L for the ELBOs) [{d.num_particles}]")
+    g.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the objective, VALUE as JSON: alpha=0.5 (renyi), groups=8 (miwae, piwae: "
+                        "k = groups x K), beta=0.5 (ciwae); repeatable [the objective's defaults]")
+    g.add_argument("--grad-estimator", default=None, choices=list(GRAD_ESTIMATORS),
+                   help=f"the guide's gradient estimator: reparam, stl (elbo), dreg (iwae, renyi) [{d.grad_estimator}]")
     g.add_argument("--epochs", type=positive_int, default=None, help=f"[{d.epochs}]")
     g.add_argument("--batch-size", type=positive_int, default=None, help=f"[{d.batch_size}]")
     g.add_argument("--lr", type=float, default=None, help=f"[{d.lr}]")
@@ -164,6 +185,8 @@ def _resume_settings(args, ckpt: dict) -> tuple[dict, dict]:
     options = _parse_options(args.set)
     for key, value in options.items():
         given[f"--set {key}"] = (value, (meta.get("model_options") or {}).get(key))
+    for key, value in _parse_options(args.objective_option, "--objective-option").items():
+        given[f"--objective-option {key}"] = (value, (config.get("objective_options") or {}).get(key))
     conflicts = [f"{opt} {new!r} (the run has {old!r})" for opt, (new, old) in given.items()
                  if new is not None and _plain(new) != _plain(old)]
     if conflicts:
@@ -183,7 +206,11 @@ def _scheme_label(config, model) -> str:
     from ppvae.schemes import get_scheme
 
     scheme = get_scheme(config.scheme, model).name
-    return f"{config.objective}, k={config.num_particles}" if scheme == "bound" else f"scheme {scheme}"
+    if scheme != "bound":
+        return f"scheme {scheme}"
+    opts = "".join(f", {k}={v}" for k, v in config.objective_options.items())
+    est = f", {config.grad_estimator} gradients" if config.grad_estimator != "reparam" else ""
+    return f"{config.objective}, k={config.num_particles}{opts}{est}"
 
 
 def cmd_train(args) -> int:
@@ -209,6 +236,8 @@ def cmd_train(args) -> int:
             folder.claim(overwrite=False)  # refuse an existing run now, not after loading the data
         args.dataset = args.dataset or "digits"
         settings = {f: getattr(args, k) for k, f in TRAIN_OPTIONS.items() if getattr(args, k) is not None}
+        if args.objective_option:
+            settings["objective_options"] = _parse_options(args.objective_option, "--objective-option")
         config = TrainConfig(**settings, progress=not args.no_progress)
         args.seed = config.seed if args.seed is None else args.seed
         data, data_spec = _load_training_data(args)
@@ -313,7 +342,9 @@ def cmd_evaluate(args) -> int:
                                     num_classes=getattr(getattr(model, "config", None), "num_classes", None) if label_kw else None))
     report.update({"run": str(args.run), "epoch": ckpt["epoch"], "split": args.split, "dataset": data.name,
                    "family": meta["family"], "scheme": (ckpt.get("scheme") or {}).get("name", "bound"),
-                   "objective": ckpt["train_config"]["objective"], "num_particles": ckpt["train_config"]["num_particles"]})
+                   "objective": ckpt["train_config"]["objective"], "num_particles": ckpt["train_config"]["num_particles"],
+                   "objective_options": ckpt["train_config"].get("objective_options", {}),
+                   "grad_estimator": ckpt["train_config"].get("grad_estimator", "reparam")})
     if rank > 0:
         return 0
     (out / "report.json").write_text(json.dumps(report, indent=2))

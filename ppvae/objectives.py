@@ -1,4 +1,5 @@
-"""Training objectives, selectable by name: ``elbo``, ``elbo-analytic`` and ``iwae``.
+"""Training objectives, selectable by name: ``elbo``, ``elbo-analytic``, ``iwae``, and the
+importance-weighted family of :mod:`ppvae.iw_bounds` (``renyi``, ``miwae``, ``ciwae``, ``piwae``).
 
 Each objective is a small callable object. ``loss(model, guide, x, num_data=N)`` returns the
 differentiable *negative* bound for a minibatch, scaled to the whole dataset (N / B times the sum of
@@ -33,6 +34,10 @@ With k > 1, ``iwae``'s loss is then not a bound on log p(X): sum_i log E_q(w)[p(
 least the ELBO (Jensen), the "PAC^m-Bayes" objective of Morningstar, Alemi & Dillon (2022), which
 trains the posterior predictive; with k = 1 it is the ELBO.
 
+Each objective also takes a gradient estimator for the guide (``grad_estimator``, see
+:mod:`ppvae.grad_estimators`): ``reparam`` (the default, the gradient of the bound as written),
+``stl`` for ``elbo`` and ``dreg`` for ``iwae`` and ``renyi``; they change gradients, never values.
+
 References:
   Kingma & Welling (2014), Auto-Encoding Variational Bayes: estimators A (Monte Carlo KL) and B
   (analytic KL); appendix F, full variational Bayes over the weights. Burda, Grosse &
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import inspect
 import math
 from typing import Any, Callable
 
@@ -56,6 +62,8 @@ from torch.distributions import kl_divergence
 from torch.distributions.kl import _KL_REGISTRY
 
 from ppvae.errors import ConfigError
+from ppvae.grad_estimators import check_name as check_estimator_name
+from ppvae.grad_estimators import path_log_weights, reweight_path_gradients
 from ppvae.traces import (
     DATA_PLATE,
     PairTrace,
@@ -70,18 +78,68 @@ from ppvae.traces import (
 
 class Objective(abc.ABC):
     """Base class: a bound on log p(x) estimated with ``num_particles`` samples per datapoint.
-    A new objective overrides one hook, :meth:`per_datapoint`."""
+    A new objective overrides one hook, :meth:`per_datapoint`, reading the log-weights through
+    :meth:`log_weights` so that the gradient estimators apply to it.
+
+    ``grad_estimator`` names the guide's gradient estimator (:mod:`ppvae.grad_estimators`); an
+    objective lists the ones it supports in ``grad_estimators``. Options beyond ``num_particles``
+    are keyword arguments of the subclass's constructor, reported by :meth:`options`."""
 
     name = ""
+    summary = ""  # one line for ``ppvae list``: the bound and its paper
+    grad_estimators: tuple[str, ...] = ("reparam",)
+    #: why an estimator is refused, by estimator name (the default message lists the supported ones)
+    estimator_advice: dict[str, str] = {}
 
-    def __init__(self, num_particles: int = 1):
-        if int(num_particles) < 1:
+    def __init__(self, num_particles: int = 1, grad_estimator: str = "reparam"):
+        if isinstance(num_particles, bool) or int(num_particles) != num_particles or int(num_particles) < 1:
             raise ConfigError(f"num_particles must be a positive integer, got {num_particles!r}")
         self.num_particles = int(num_particles)
+        grad_estimator = check_estimator_name(grad_estimator)
+        if grad_estimator not in self.grad_estimators:
+            advice = self.estimator_advice.get(grad_estimator, "")
+            raise ConfigError(
+                f"objective {self.name!r} does not support grad_estimator {grad_estimator!r}"
+                f"{': ' + advice if advice else ''}; it supports: {', '.join(self.grad_estimators)}"
+            )
+        self.grad_estimator = grad_estimator
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the options against each other (e.g. num_particles a multiple of groups); called
+        by the constructor and :meth:`with_particles`."""
+
+    def options(self) -> dict[str, Any]:
+        """The objective's options beyond ``num_particles`` and ``grad_estimator``, as keyword
+        arguments of its constructor (what a run's config records)."""
+        return {}
+
+    def with_particles(self, num_particles: int) -> "Objective":
+        """The same objective (options, estimator) with another number of particles."""
+        if int(num_particles) == self.num_particles:
+            return self
+        return type(self)(num_particles, grad_estimator=self.grad_estimator, **self.options())
 
     @abc.abstractmethod
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
         """The bound of each datapoint of the traced minibatch, shape (B,)."""
+
+    def log_weights(self, tr: PairTrace, beta: float = 1.0, scaled: bool = False) -> torch.Tensor:
+        """``tr.log_weights(beta, scaled)``, (K, B), with the gradients of this objective's
+        estimator: the same values; for ``stl``/``dreg`` phi's gradient comes through z only, and
+        for ``dreg`` it is re-weighted by :meth:`dreg_ratio`."""
+        if self.grad_estimator == "reparam" or not torch.is_grad_enabled():
+            return tr.log_weights(beta, scaled)
+        what = f"objective {self.name!r} with grad_estimator {self.grad_estimator!r}"
+        log_w = path_log_weights(tr, what, beta, scaled)
+        if self.grad_estimator == "dreg" and log_w.shape[0] > 1:
+            reweight_path_gradients(tr, self.dreg_ratio(log_w.detach()))
+        return log_w
+
+    def dreg_ratio(self, log_w: torch.Tensor) -> torch.Tensor:
+        """For ``dreg``: per particle and datapoint, (K, B), the doubly reparameterized path
+        coefficient divided by d bound / d log w_k (see :mod:`ppvae.grad_estimators`)."""
+        raise NotImplementedError(f"objective {self.name!r} has no doubly reparameterized estimator")
 
     def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
         """The part of the bound from sites outside the data plate, counted once per minibatch:
@@ -109,6 +167,11 @@ class Objective(abc.ABC):
         """Differentiable loss: minus the bound summed over the minibatch and scaled by N / B."""
         # the probe is cached per pair and runs under fork_rng: the fallback draws what Pyro would
         probe = probe_pair(model, guide, x, args, kwargs)
+        if not probe.reparameterized and self.grad_estimator != "reparam":
+            raise ConfigError(
+                f"grad_estimator {self.grad_estimator!r} needs reparameterized guide sites (rsample), and guide "
+                f"sites {list(probe.score_function_sites)} have none; use grad_estimator 'reparam'"
+            )
         if not probe.reparameterized:  # discrete latents: let Pyro's estimator handle them
             return self._pyro_fallback(model, guide, x, args, kwargs, num_data, beta, probe.score_function_sites)
         tr = trace_pair(model, guide, x, *args, num_particles=self.num_particles, num_data=num_data, **kwargs)
@@ -128,7 +191,9 @@ class Objective(abc.ABC):
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_particles={self.num_particles})"
+        extra = "".join(f", {k}={v!r}" for k, v in self.options().items())
+        est = f", grad_estimator={self.grad_estimator!r}" if self.grad_estimator != "reparam" else ""
+        return f"{type(self).__name__}(num_particles={self.num_particles}{extra}{est})"
 
 
 class ELBO(Objective):
@@ -136,9 +201,12 @@ class ELBO(Objective):
     Equal to ``pyro.infer.Trace_ELBO(num_particles=L, vectorize_particles=True)``."""
 
     name = "elbo"
+    summary = "Monte Carlo ELBO, = Pyro's Trace_ELBO (Kingma & Welling 2014, estimator A)"
+    grad_estimators = ("reparam", "stl")
+    estimator_advice = {"dreg": "for the ELBO the doubly reparameterized gradient is 'stl'"}
 
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
-        return tr.log_weights(beta, scaled=True).mean(0)
+        return self.log_weights(tr, beta, scaled=True).mean(0)
 
     def _pyro_fallback(
         self, model: Callable, guide: Callable, x: torch.Tensor, args: tuple, kwargs: dict,
@@ -186,6 +254,12 @@ class AnalyticELBO(Objective):
     """
 
     name = "elbo-analytic"
+    summary = "ELBO with the analytic KL where valid, = TraceMeanField_ELBO (Kingma & Welling 2014, estimator B)"
+    estimator_advice = {
+        "stl": "the analytic KL has no per-sample score term to drop (sticking the landing is defined for the "
+               "Monte Carlo ELBO): use objective 'elbo' with grad_estimator 'stl'",
+        "dreg": "use objective 'elbo' with grad_estimator 'stl', or 'iwae' with 'dreg'",
+    }
 
     def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
         latent = None
@@ -209,7 +283,29 @@ class AnalyticELBO(Objective):
         return _analytic_global_term(tr, beta)
 
 
-class IWAE(Objective):
+class ImportanceWeighted(Objective):
+    """Base of the bounds that are a function of each datapoint's *unscaled* log-weights, (K, B)
+    -> (B,) (:meth:`from_log_weights`): the datapoint's scale (the data plate's N / B, a
+    ``poutine.scale`` shared by all its sites) multiplies the bound after that function, never
+    inside it; masks are already in the weights; a scale on some sites only is a ConfigError
+    (:meth:`ppvae.traces.PairTrace.datapoint_scale`). The global KL is added once per minibatch,
+    analytically where valid."""
+
+    def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
+        weight = tr.datapoint_scale(f"objective {self.name!r}")  # 1.0, or raises for per-site scales
+        bound = self.from_log_weights(self.log_weights(tr, beta))  # (k, B) masked, unscaled -> (B,)
+        return bound if isinstance(weight, float) and weight == 1.0 else weight * bound
+
+    @abc.abstractmethod
+    def from_log_weights(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The bound of each datapoint from its log-weights: (K, B) -> (B,)."""
+
+    def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
+        # outside the logsumexp: the analytic KL is exact in expectation and has no variance
+        return _analytic_global_term(tr, beta)
+
+
+class IWAE(ImportanceWeighted):
     """Importance-weighted bound with k particles: log (1/k) sum_k w_k per datapoint, then scaled.
 
     Unlike ``pyro.infer.RenyiELBO(alpha=0)``, which computes logmeanexp(scale * log w) under
@@ -226,30 +322,50 @@ class IWAE(Objective):
     """
 
     name = "iwae"
+    summary = "importance-weighted bound log 1/k sum_k w_k (Burda et al. 2016)"
+    grad_estimators = ("reparam", "dreg")
+    estimator_advice = {"stl": "dropping the score term biases importance-weighted bounds (Tucker et al. 2019); "
+                               "use 'dreg', their unbiased doubly reparameterized estimator"}
 
-    def per_datapoint(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
-        weight = tr.datapoint_scale(f"objective {self.name!r}")  # 1.0, or raises for per-site scales
-        log_w = tr.log_weights(beta)  # (k, B), masked, unscaled
-        bound = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
-        return bound if isinstance(weight, float) and weight == 1.0 else weight * bound
+    def from_log_weights(self, log_w: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
-    def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
-        # outside the logsumexp: the analytic KL is exact in expectation and has no variance
-        return _analytic_global_term(tr, beta)
+    def dreg_ratio(self, log_w: torch.Tensor) -> torch.Tensor:
+        # d bound / d log w_k = w~_k; DReG's path coefficient is w~_k^2 (Tucker et al. 2019)
+        return torch.softmax(log_w, 0)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (ELBO, AnalyticELBO, IWAE)}
 
 
-def get_objective(name: str | Objective, num_particles: int = 1) -> Objective:
-    """An objective by name (``elbo``, ``elbo-analytic``, ``iwae``), or the object passed in."""
+def get_objective(name: str | Objective, num_particles: int = 1, grad_estimator: str = "reparam",
+                  **options: Any) -> Objective:
+    """An objective by name (see :data:`OBJECTIVES`, ``ppvae list``), or the object passed in.
+
+    ``options`` are the objective's own settings (``alpha`` for ``renyi``, ``groups`` for
+    ``miwae`` and ``piwae``, ``beta`` for ``ciwae``); an option it does not take is a ConfigError
+    that lists the ones it does."""
     if isinstance(name, Objective):
         return name
     if name not in OBJECTIVES:
         close = difflib.get_close_matches(str(name), OBJECTIVES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}.{hint}")
-    return OBJECTIVES[name](num_particles)
+    cls = OBJECTIVES[name]
+    known = objective_options(cls)
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        takes = ", ".join(f"{k} (default {v!r})" for k, v in known.items()) or "none"
+        raise ConfigError(f"objective {name!r} has no option {unknown[0]!r}; its options: {takes}")
+    return cls(num_particles, grad_estimator=grad_estimator, **options)
+
+
+def objective_options(cls: type[Objective]) -> dict[str, Any]:
+    """The options an objective class takes beyond ``num_particles``/``grad_estimator``, with
+    their defaults (from its constructor's signature)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p.default for n, p in params.items()
+            if n not in ("self", "num_particles", "grad_estimator") and p.kind == p.KEYWORD_ONLY}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -340,3 +456,10 @@ def _kl_to_kb(kl: torch.Tensor | float, q: Site, tr: PairTrace) -> torch.Tensor:
         return torch.zeros_like(q.log_prob)
     kl = scale_and_mask(kl, q.scale, q.mask)
     return reduce_to_particles_by_data(kl, "kl", tr.data_dim, tr.particle_dim, tr.batch_size)
+
+
+# The importance-weighted family lives in its own module (it subclasses the classes above), and is
+# registered here so that OBJECTIVES names every objective whichever module is imported first.
+from ppvae.iw_bounds import CIWAE, MIWAE, PIWAE, Renyi  # noqa: E402
+
+OBJECTIVES.update({cls.name: cls for cls in (Renyi, MIWAE, CIWAE, PIWAE)})

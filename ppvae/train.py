@@ -25,7 +25,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,7 +37,7 @@ from ppvae import distributed as pdist
 from ppvae.checkpoint import load, save_atomic
 from ppvae.data import Dataset, check_data, from_array
 from ppvae.errors import CheckpointError, ConfigError, TrainingDivergedError
-from ppvae.objectives import get_objective
+from ppvae.objectives import OBJECTIVES, Objective, get_objective
 from ppvae.runs_state import RunFolder
 from ppvae.schedules import LR_SCHEDULES, kl_weight, lr_factor
 from ppvae.schemes import Phase, Scheme, StepContext, get_scheme, parameters_of  # noqa: F401 (re-export)
@@ -45,8 +45,10 @@ from ppvae.schemes import Phase, Scheme, StepContext, get_scheme, parameters_of 
 
 @dataclass
 class TrainConfig:
-    objective: str = "elbo-analytic"  # "elbo" (MC KL), "elbo-analytic" (analytic KL) or "iwae"
-    num_particles: int = 1  # L samples per datapoint for the ELBOs, k for iwae
+    objective: str = "elbo-analytic"  # a name in ppvae.OBJECTIVES: "elbo" (MC KL), "elbo-analytic", "iwae", "renyi", ...
+    num_particles: int = 1  # L samples per datapoint for the ELBOs, k for the importance-weighted bounds
+    objective_options: dict = field(default_factory=dict)  # the objective's own options, e.g. {"alpha": 0.5} for renyi
+    grad_estimator: str = "reparam"  # the guide's gradient: "reparam", "stl" (elbo) or "dreg" (iwae, renyi)
     epochs: int = 10
     batch_size: int = 100
     lr: float = 1e-3
@@ -84,7 +86,24 @@ class TrainConfig:
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
-        get_objective(self.objective, self.num_particles)  # validates the name early
+        if isinstance(self.objective, Objective):  # an objective object: recorded as plain settings
+            self._take_objective(self.objective)
+        if not isinstance(self.objective_options, dict):
+            raise ConfigError(f"objective_options must be a dict of option names to values, got {self.objective_options!r}")
+        self.objective_options = dict(self.objective_options)
+        # validates the name, options and estimator early, and the validation particles against them
+        obj = get_objective(self.objective, self.num_particles, self.grad_estimator, **self.objective_options)
+        if self.valid_particles is not None:
+            obj.with_particles(self.valid_particles)
+
+    def _take_objective(self, obj: Objective) -> None:
+        if OBJECTIVES.get(obj.name) is not type(obj):
+            raise ConfigError(
+                f"TrainConfig records objectives by name, and {type(obj).__name__} is not a registered objective "
+                "(ppvae.OBJECTIVES); pass your own objective as fit(..., scheme=BoundScheme(objective=obj))"
+            )
+        self.objective, self.num_particles = obj.name, obj.num_particles
+        self.objective_options, self.grad_estimator = obj.options(), obj.grad_estimator
 
 
 def _check(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:

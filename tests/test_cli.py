@@ -99,3 +99,37 @@ def test_list_names_every_family(capsys):
     out = capsys.readouterr().out
     for name in FAMILIES:
         assert name in out
+
+
+def test_objective_options_and_grad_estimator_are_recorded_and_resumed(tmp_path, capsys):
+    run = tmp_path / "r"
+    base = ["train", "--dataset", "digits", "--limit", "200", "--batch-size", "50", "--out", str(run), "--no-progress",
+            "--objective", "renyi", "-k", "4", "--objective-option", "alpha=0.25", "--grad-estimator", "dreg"]
+    assert main(base + ["--epochs", "1"]) == 0
+    assert "renyi, k=4, alpha=0.25, dreg gradients" in capsys.readouterr().out
+    import torch
+
+    config = torch.load(run / "last.pt", weights_only=False)["train_config"]
+    assert config["objective_options"] == {"alpha": 0.25} and config["grad_estimator"] == "dreg"
+    # --resume takes them from the checkpoint ...
+    assert main(["train", "--dataset", "digits", "--limit", "200", "--out", str(run), "--no-progress",
+                 "--epochs", "2", "--resume"]) == 0
+    assert "resuming vae (renyi, k=4, alpha=0.25, dreg gradients)" in capsys.readouterr().out
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    # ... and refuses ones that contradict them
+    assert main(base + ["--epochs", "3", "--resume", "--objective-option", "alpha=0.5"]) == 2
+    assert "--objective-option alpha 0.5 (the run has 0.25)" in capsys.readouterr().err
+    # bad values: one line that says what is wrong
+    bad = ["train", "--dataset", "digits", "--limit", "100", "--out", str(tmp_path / "b"), "--no-progress"]
+    for extra, said in ((["--objective", "miwae", "-k", "5", "--objective-option", "groups=2"], "multiple of groups"),
+                        (["--objective", "elbo-analytic", "--grad-estimator", "stl"], "use objective 'elbo'"),
+                        (["--objective", "renyi", "--objective-option", "alpha"], "--objective-option expects KEY=VALUE")):
+        assert main(bad + extra) == 2
+        assert said in capsys.readouterr().err
+
+
+def test_list_names_objectives_their_options_and_estimators(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("renyi", "miwae", "ciwae", "piwae", "alpha=0.5", "groups=1", "beta=0.5", "dreg", "stl", "Li & Turner 2016"):
+        assert word in out, word

@@ -378,17 +378,17 @@ def test_elbo_equals_trace_elbo_on_two_layer_vae(vae2):
 
 
 def test_get_objective_names_and_errors():
-    assert set(ppvae.OBJECTIVES) == {"elbo", "elbo-analytic", "iwae"}
+    assert set(ppvae.OBJECTIVES) == {"elbo", "elbo-analytic", "iwae", "renyi", "miwae", "ciwae", "piwae"}
     obj = ppvae.get_objective("iwae", 5)
     assert obj.name == "iwae" and obj.num_particles == 5
     assert ppvae.get_objective(obj) is obj
-    with pytest.raises(ConfigError, match="elbo, elbo-analytic, iwae") as e:
+    with pytest.raises(ConfigError, match="elbo, elbo-analytic, iwae, renyi") as e:
         ppvae.get_objective("iwea")
     assert "Did you mean 'iwae'" in str(e.value)
-    for bad in (0, -3):
+    for bad in (0, -3, 2.5):
         with pytest.raises(ConfigError, match="num_particles"):
             ppvae.get_objective("iwae", bad)
-    with pytest.raises(ConfigError, match="elbo, elbo-analytic, iwae"):
-        ppvae.TrainConfig(objective="renyi")
+    with pytest.raises(ConfigError, match="elbo, elbo-analytic, iwae, renyi"):
+        ppvae.TrainConfig(objective="renyii")
     with pytest.raises(ConfigError, match="num_particles"):
         ppvae.TrainConfig(num_particles=0)

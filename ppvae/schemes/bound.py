@@ -1,4 +1,4 @@
-"""The single-phase scheme: maximize a bound on log p(x) (``elbo``, ``elbo-analytic``, ``iwae``).
+"""The single-phase scheme: maximize a bound on log p(x) (``elbo``, ``iwae``, ... : ``ppvae.OBJECTIVES``).
 
 One group, ``"pair"`` (every trainable tensor of model and guide), one phase per minibatch: minus
 the objective's bound, summed over the minibatch and scaled by N / B, with the KL warm-up weight of
@@ -39,8 +39,12 @@ class BoundScheme(Scheme):
 
     def setup(self, model, guide, x, config) -> None:
         objective, k = self._objective_spec
-        self.objective = get_objective(objective or config.objective, k or config.num_particles)
-        self.valid_objective = get_objective(self.objective.name, config.valid_particles or self.objective.num_particles)
+        if objective is None:  # the run's objective, with its options and estimator
+            self.objective = get_objective(config.objective, k or config.num_particles, config.grad_estimator,
+                                           **config.objective_options)
+        else:
+            self.objective = get_objective(objective, k or config.num_particles)
+        self.valid_objective = self.objective.with_particles(config.valid_particles or self.objective.num_particles)
 
     @property
     def monitor(self) -> str:
@@ -62,7 +66,8 @@ class BoundScheme(Scheme):
         return {self.monitor: total / x.shape[0]}
 
     def describe(self) -> dict:
-        return {"name": self.name, "objective": self.objective.name, "num_particles": self.objective.num_particles}
+        return {"name": self.name, "objective": self.objective.name, "num_particles": self.objective.num_particles,
+                "objective_options": self.objective.options(), "grad_estimator": self.objective.grad_estimator}
 
 
 def parameters_of(model: Callable, guide: Callable, x: torch.Tensor,
