@@ -10,6 +10,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from ppvae.ais import AISResult, ais_log_normalizer
 from ppvae.density_ratio import DensityRatioEstimator
 from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
@@ -79,7 +80,8 @@ class IOPVAE(VAE):
     weights. On the medium Frey Face run (z = 40, T a perfect classifier: accuracy 1.000) every
     proposal tried gave k > 1.5 (N(0, I); the defensive mixture with the aggregate posterior;
     widened or moment-matched versions of it) and estimates from -13 to +2.5 nats: there, log Z
-    and so the IOP's likelihood are not known to within nats (docs/iop_comparison.md).
+    and so the IOP's likelihood are not known to within nats (docs/iop_comparison.md);
+    ``log_normalizer_ais()`` (annealed importance sampling) is the estimator for that case.
     Note that ``ppvae.sample`` draws z from N(0, I) (it ignores factors); :meth:`sample_latents`
     draws from the corrected prior.
 
@@ -149,6 +151,28 @@ class IOPVAE(VAE):
         w = torch.softmax(log_w, 0)
         k_hat = float(pareto_k(log_w.cpu().numpy()[None, :])[0])
         return log_z, k_hat, float(1.0 / w.pow(2).sum())
+
+    def log_normalizer_ais(self, **settings) -> AISResult:
+        """log Z of the prior the model currently uses, N(0, I) exp(T(z) - log_z), by annealed
+        importance sampling from N(0, I) along N(0, I) exp(beta (T(z) - log_z)) with HMC moves
+        (Neal 2001; Wu et al. 2017): :func:`ppvae.ais.ais_log_normalizer`, whose keyword
+        arguments ``settings`` are (temperatures, chains, repeats, leapfrog_steps, ...). Unlike the
+        importance-sampling ``log_normalizer``, the chains walk to where exp(T) lives, however far
+        from N(0, I) that is. Returns the :class:`ppvae.ais.AISResult`: ``.log_z`` (a stochastic
+        lower bound on log Z), ``.se`` over independent repeats, per-chain log-weights, Pareto-k
+        and acceptance rates. With ``temperatures=1`` it is ``log_normalizer(chains * repeats)``."""
+        loc, scale = self.prior_loc, self.prior_scale
+
+        def log_ratio(u: torch.Tensor) -> torch.Tensor:
+            # u ~ N(0, I) and z = loc + scale u: Z = E_u[exp T(loc + scale u)], whatever the prior's loc/scale
+            return self.log_ratio(loc + scale * u) - self.log_z
+
+        was_training = self.log_ratio.training
+        self.log_ratio.eval()  # AIS needs a deterministic T: no dropout from a module left in train mode
+        try:
+            return ais_log_normalizer(log_ratio, loc.shape[0], device=loc.device, dtype=loc.dtype, **settings)
+        finally:
+            self.log_ratio.train(was_training)
 
     @torch.no_grad()
     def normalize_prior(self, num_samples: int = 100_000) -> float:

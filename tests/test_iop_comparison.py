@@ -208,3 +208,19 @@ def test_log_z_script_on_a_trained_iop_cell(quick_run, capsys):
         assert math.isfinite(log_z) and math.isfinite(k_hat) and 1.0 <= ess <= 2000
     with pytest.raises(ConfigError, match="needs an 'iop' run"):
         iop_log_z.main([str(quick_run / "frey-face" / "vae"), "--data-root", str(DATA)])
+
+
+@needs_data
+def test_log_z_script_prints_ais_beside_the_proposals(quick_run, capsys):
+    from ppvae.experiments import iop_log_z
+
+    run = str(quick_run / "frey-face" / "iop")
+    assert iop_log_z.main([run, "--method", "both", "--samples", "500", "--data-root", str(DATA),
+                           "--temperatures", "5", "--chains", "8", "--repeats", "3", "--leapfrog-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("scales x") == 5 and "annealed importance sampling: 5 temperatures (sigmoid)" in out
+    log_z, se = (float(v) for v in re.search(r"log Z (\S+) \+- (\S+) \(all chains", out).groups())
+    assert math.isfinite(log_z) and se > 0
+    assert len(re.search(r"repeats: (.*) \(std", out).group(1).split()) == 3
+    with pytest.raises(ConfigError, match="temperatures must be a positive integer"):
+        iop_log_z.main([run, "--method", "ais", "--temperatures", "0"])
