@@ -216,11 +216,14 @@ def test_log_z_script_prints_ais_beside_the_proposals(quick_run, capsys):
 
     run = str(quick_run / "frey-face" / "iop")
     assert iop_log_z.main([run, "--method", "both", "--samples", "500", "--data-root", str(DATA),
-                           "--temperatures", "5", "--chains", "8", "--repeats", "3", "--leapfrog-steps", "2"]) == 0
+                           "--temperatures", "5", "--chains", "8", "--repeats", "3", "--leapfrog-steps", "2", "--save"]) == 0
     out = capsys.readouterr().out
     assert out.count("scales x") == 5 and "annealed importance sampling: 5 temperatures (sigmoid)" in out
     log_z, se = (float(v) for v in re.search(r"log Z (\S+) \+- (\S+) \(all chains", out).groups())
     assert math.isfinite(log_z) and se > 0
     assert len(re.search(r"repeats: (.*) \(std", out).group(1).split()) == 3
+    saved = json.loads((quick_run / "frey-face" / "iop" / iop_log_z.AIS_FILE).read_text())
+    assert saved["log_z"] == pytest.approx(log_z, abs=1e-3) and len(saved["log_z_repeats"]) == 3
+    assert saved["settings"]["temperatures"] == 5 and saved["cpu_seconds"] > 0
     with pytest.raises(ConfigError, match="temperatures must be a positive integer"):
         iop_log_z.main([run, "--method", "ais", "--temperatures", "0"])

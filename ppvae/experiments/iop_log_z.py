@@ -16,13 +16,16 @@ All are unbiased for Z; they differ in how heavy-tailed their weights are.
 ``--method ais`` (or ``both``: the proposals, then AIS) adds annealed importance sampling from
 N(0, I) to N(0, I) exp T(z) (:mod:`ppvae.ais`): its estimate over all chains, the standard error
 over ``--repeats`` independent repeats, each repeat's estimate, the Pareto-k and ESS of the chains'
-weights, the HMC acceptance rates, and its wall and CPU time.
+weights, the HMC acceptance rates, and its wall and CPU time; ``--save`` also writes them, with
+the settings, to ``RUN/log_z_ais.json`` (read by ``ppvae.experiments.prior_comparison_csv``).
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import math
+from pathlib import Path
 
 import torch
 
@@ -30,6 +33,7 @@ from ppvae.ais import SCHEDULES, AISResult, ais_log_normalizer
 from ppvae.analysis import aggregate_posterior
 from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
+from ppvae.reproduce.common import write_json_atomic
 from ppvae.runs import load_data, load_pair
 
 
@@ -43,6 +47,19 @@ def proposals(q: DiagonalNormalMixture) -> dict[str, DiagonalNormalMixture | Non
     for f in (1.0, 1.5, 2.0):
         out[f"moment-matched Gaussian, scale x{f:g}"] = DiagonalNormalMixture(mean[None], sd[None] * f)
     return out
+
+
+AIS_FILE = "log_z_ais.json"  # in the run folder, with --save
+
+
+def ais_record(r: AISResult, settings: dict, seed: int) -> dict:
+    """What ``--save`` writes: the estimate, its spread over repeats, diagnostics, cost, settings."""
+    finite = lambda v: v if math.isfinite(v) else None  # noqa: E731  (one repeat: no spread; JSON has no NaN)
+    return {"log_z": r.log_z, "se": finite(r.se), "log_z_repeats": r.log_z_repeats.tolist(), "repeat_std": finite(r.repeat_std),
+            "pareto_k": r.pareto_k, "ess": r.ess, "acceptance_mean": float(r.acceptance.mean()) if r.acceptance.numel() else None,
+            "acceptance_min": float(r.acceptance.min()) if r.acceptance.numel() else None,
+            "wall_seconds": r.wall_seconds, "cpu_seconds": r.cpu_seconds, "torch_threads": torch.get_num_threads(),
+            "settings": settings, "seed": seed}
 
 
 def print_ais(result: AISResult, settings: dict) -> None:
@@ -77,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ais.add_argument("--leapfrog-steps", type=int, default=default["leapfrog_steps"])
     ais.add_argument("--step-size", type=float, default=default["step_size"], help="the pilot's first HMC step size")
     ais.add_argument("--schedule", choices=SCHEDULES, default=default["schedule_kind"])
+    ais.add_argument("--save", action="store_true", help=f"also write the AIS result to RUN/{AIS_FILE}")
     args = p.parse_args(argv)
     model, guide, ckpt = load_pair(args.run)
     if not hasattr(model, "log_normalizer"):
@@ -88,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                         transitions=args.transitions, leapfrog_steps=args.leapfrog_steps,
                         step_size=args.step_size, schedule_kind=args.schedule)
         torch.manual_seed(args.seed)
-        print_ais(model.log_normalizer_ais(**settings), settings)
+        result = model.log_normalizer_ais(**settings)
+        print_ais(result, settings)
+        if args.save:
+            write_json_atomic(ais_record(result, settings, args.seed), Path(args.run) / AIS_FILE)
     return 0
 
 
