@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -35,25 +36,10 @@ from ppvae.traces import PairTrace
 
 def _number(name: str, value: Any, ok, what: str) -> float:
     """``value`` as a float, or a ConfigError saying what the option must be."""
-    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and ok(value)
+    good = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and ok(value)
     if not good:
         raise ConfigError(f"{name} must be {what}, got {value!r}")
     return float(value)
-
-
-def _groups(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
-        raise ConfigError(f"objective {name!r}: groups must be a positive integer (M, the number of groups), got {value!r}")
-    return int(value)
-
-
-def _check_divides(name: str, num_particles: int, groups: int) -> None:
-    if num_particles % groups:
-        raise ConfigError(
-            f"objective {name!r}: num_particles (k={num_particles}) must be M * K, a multiple of groups "
-            f"(M={groups}); e.g. k={groups * -(-num_particles // groups)} for {groups} groups of "
-            f"{-(-num_particles // groups)}, or groups dividing {num_particles}"
-        )
 
 
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
@@ -111,7 +97,30 @@ class Renyi(ImportanceWeighted):
         return self.alpha + (1.0 - self.alpha) * torch.softmax((1.0 - self.alpha) * log_w, 0)
 
 
-class MIWAE(ImportanceWeighted):
+class Grouped(ImportanceWeighted):
+    """Base of the bounds that split each datapoint's ``num_particles`` = M * K draws into M =
+    ``groups`` groups of K (consecutive blocks: the draws are exchangeable)."""
+
+    def __init__(self, num_particles: int = 1, *, groups: int = 1, grad_estimator: str = "reparam"):
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Real) or int(groups) != groups or groups < 1:
+            raise ConfigError(f"objective {self.name!r}: groups must be a positive integer (M, the number of "
+                              f"groups), got {groups!r}")
+        self.groups = int(groups)
+        super().__init__(num_particles, grad_estimator)
+
+    def validate(self) -> None:
+        k, m = self.num_particles, self.groups
+        if k % m:
+            raise ConfigError(
+                f"objective {self.name!r}: num_particles (k={k}) must be M * K, a multiple of groups (M={m}); "
+                f"e.g. k={m * -(-k // m)} for {m} groups of {-(-k // m)}, or groups dividing {k}"
+            )
+
+    def options(self) -> dict[str, Any]:
+        return {"groups": self.groups}
+
+
+class MIWAE(Grouped):
     """The multiply importance-weighted bound (Rainforth et al. 2018, section 5): ``num_particles`` =
     M * K draws per datapoint split into M = ``groups`` groups of K, the mean over groups of the
     IWAE-K bound::
@@ -125,16 +134,6 @@ class MIWAE(ImportanceWeighted):
 
     name = "miwae"
     summary = "mean over M = groups groups of the IWAE-K bound, k = M * K (Rainforth et al. 2018)"
-
-    def __init__(self, num_particles: int = 1, *, groups: int = 1, grad_estimator: str = "reparam"):
-        self.groups = _groups(self.name, groups)
-        super().__init__(num_particles, grad_estimator)
-
-    def validate(self) -> None:
-        _check_divides(self.name, self.num_particles, self.groups)
-
-    def options(self) -> dict[str, Any]:
-        return {"groups": self.groups}
 
     def from_log_weights(self, log_w: torch.Tensor) -> torch.Tensor:
         return miwae_bound(log_w, self.groups)
@@ -164,7 +163,7 @@ class CIWAE(ImportanceWeighted):
         return self.beta * log_w.mean(0) + (1.0 - self.beta) * iwae_bound(log_w)
 
 
-class PIWAE(ImportanceWeighted):
+class PIWAE(Grouped):
     """The partially importance-weighted autoencoder (Rainforth et al. 2018, section 5): one set of
     ``num_particles`` = M * K draws per datapoint, the **model** (theta) trained on the IWAE bound
     of all M * K draws and the **guide** (phi) on the MIWAE bound of M = ``groups`` groups of K
@@ -191,16 +190,6 @@ class PIWAE(ImportanceWeighted):
 
     name = "piwae"
     summary = "model on IWAE-k, guide on MIWAE(groups) of the same k draws (Rainforth et al. 2018)"
-
-    def __init__(self, num_particles: int = 1, *, groups: int = 1, grad_estimator: str = "reparam"):
-        self.groups = _groups(self.name, groups)
-        super().__init__(num_particles, grad_estimator)
-
-    def validate(self) -> None:
-        _check_divides(self.name, self.num_particles, self.groups)
-
-    def options(self) -> dict[str, Any]:
-        return {"groups": self.groups}
 
     def from_log_weights(self, log_w: torch.Tensor) -> torch.Tensor:
         return iwae_bound(log_w)

@@ -51,6 +51,7 @@ import abc
 import difflib
 import inspect
 import math
+import numbers
 from typing import Any, Callable
 
 import pyro
@@ -92,7 +93,8 @@ class Objective(abc.ABC):
     estimator_advice: dict[str, str] = {}
 
     def __init__(self, num_particles: int = 1, grad_estimator: str = "reparam"):
-        if isinstance(num_particles, bool) or int(num_particles) != num_particles or int(num_particles) < 1:
+        if isinstance(num_particles, bool) or not isinstance(num_particles, numbers.Real) \
+                or int(num_particles) != num_particles or num_particles < 1:
             raise ConfigError(f"num_particles must be a positive integer, got {num_particles!r}")
         self.num_particles = int(num_particles)
         grad_estimator = check_estimator_name(grad_estimator)

@@ -86,7 +86,7 @@ class TrainConfig:
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
-        if isinstance(self.objective, Objective):  # an objective object: recorded as plain settings
+        if isinstance(self.objective, Objective):  # an objective object: recorded as plain settings (its own win)
             self._take_objective(self.objective)
         if not isinstance(self.objective_options, dict):
             raise ConfigError(f"objective_options must be a dict of option names to values, got {self.objective_options!r}")

@@ -132,3 +132,13 @@ def test_mixture_prior_prints_times_and_errors():
     assert all(t > 0 for t, _ in rows.values())
     assert rows["DiagonalNormalMixture"][1] < 1e-3  # the float64 quadratic form: no cancellation error
     assert re.search(r"^speed-up: [0-9.]+x$", out, re.M)
+
+
+def test_objectives_quality_prints_every_method():
+    out = run("objectives_quality.py")
+    check_machine_line(out)
+    for label in ("iwae", "iwae-dreg", "miwae"):
+        row = re.search(rf"^\| {re.escape(label)} \| .*? \| (\d+) \| {NUMBER} \| (-?{NUMBER}) \| {NUMBER} ± {NUMBER} \|", out, re.M)
+        assert row, f"no row for {label}:\n{out}"
+        assert int(row.group(1)) > 0 and number(row.group(5)) > 0  # steps taken, a positive test NLL
+    assert "| iwae-dreg | iwae k=5, dreg |" in out and "| miwae | miwae k=10, groups=2 |" in out
