@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppvae.direct import StoryModule
 from ppvae.models.vae import VAEConfig, site_names
 from ppvae.nn import GaussianNet
 
 
-class GaussianEncoder(nn.Module):
+class GaussianEncoder(StoryModule):
     """Amortized guide, bottom-up through the stochastic layers::
 
         z_1 ~ q(z_1 | x)     = N(mu_1(x), diag sigma_1(x)^2)
         z_l ~ q(z_l | z_l-1) = N(mu_l(z_{l-1}), diag sigma_l(z_{l-1})^2)     l = 2, ..., L
 
-    mirroring the decoder's widths (Burda et al. 2016, appendix). Its ``forward(x)`` is the Pyro
-    program; ``encode(x)`` returns the mean of q(z_1 | x).
+    mirroring the decoder's widths (Burda et al. 2016, appendix). ``story(x, sample)`` is the
+    program, which ``forward(x)`` runs with ``pyro.sample`` in the data plate; ``encode(x)`` returns the mean of q(z_1 | x).
 
     References:
       Kingma & Welling (2014), Auto-Encoding Variational Bayes.
@@ -34,11 +34,10 @@ class GaussianEncoder(nn.Module):
             GaussianNet(i, h, z, config.activation) for i, h, z in zip(ins, config.hidden, config.z_dims)
         )
 
-    def forward(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            h = x
-            for name, layer in zip(self.names, self.layers):
-                h = pyro.sample(name, dist.Normal(*layer(h)).to_event(1))
+    def story(self, x: torch.Tensor, sample) -> None:
+        h = x
+        for name, layer in zip(self.names, self.layers):
+            h = sample(name, dist.Normal(*layer(h)).to_event(1))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

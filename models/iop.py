@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
@@ -106,12 +105,12 @@ class IOPVAE(VAE):
         # saved with the weights and follows .to(device).
         self.register_buffer("log_z", torch.zeros(()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prior = self.prior()  # N(0, I): the factor below is the correction
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", prior)
-            pyro.factor("log_ratio", self.log_ratio(z) - self.log_z)
-            return pyro.sample("x", self.likelihood(z), obs=x)
+    def story(self, x: torch.Tensor, sample) -> torch.Tensor:
+        z = sample("z", self.prior())  # N(0, I): the factor below is the correction
+        # pyro.factor("log_ratio", T(z) - log Z), spelled out so that the story runs under any sample
+        log_ratio = dist.Unit(self.log_ratio(z) - self.log_z)
+        sample("log_ratio", log_ratio, obs=log_ratio.sample(), infer={"is_auxiliary": True})
+        return sample("x", self.likelihood(z), obs=x)
 
     @staticmethod
     @torch.no_grad()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppvae.direct import StoryModule
 from ppvae.distributions import BernoulliLogits
 from ppvae.errors import ConfigError
 from ppvae.nn import GaussianNet, mlp
@@ -59,7 +59,7 @@ def site_names(num_layers: int) -> list[str]:
     return ["z"] if num_layers == 1 else [f"z{i + 1}" for i in range(num_layers)]
 
 
-class VAE(nn.Module):
+class VAE(StoryModule):
     """Deep latent Gaussian model of Kingma & Welling (2014) and Burda et al. (2016)::
 
         z_L ~ N(0, I)
@@ -67,7 +67,8 @@ class VAE(nn.Module):
         x   ~ Bernoulli(logits = f(z_1))                      binary data, or
         x   ~ N(mu(z_1), diag sigma(z_1)^2)                    continuous data (learned variance)
 
-    The module's ``forward(x)`` is the Pyro program. Its parameters are ordinary torch parameters
+    ``story(x, sample)`` is the program; ``forward(x)`` runs it with ``pyro.sample`` inside
+    ``pyro.plate("data", B)`` (:class:`ppvae.direct.StoryModule`). Its parameters are ordinary torch parameters
     (ppvae optimizes them with torch.optim), so two models never share a param-store entry.
 
     References:
@@ -105,13 +106,11 @@ class VAE(nn.Module):
         """p(z_L), the top layer's prior; the hook learned-prior families override."""
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prior = self.prior()  # built once per call, outside the plate: shared by all datapoints
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample(self.names[-1], prior)
-            for name, conditional in zip(reversed(self.names[:-1]), reversed(self.conditionals)):
-                z = pyro.sample(name, dist.Normal(*conditional(z)).to_event(1))
-            return pyro.sample("x", self.likelihood(z), obs=x)
+    def story(self, x: torch.Tensor, sample) -> torch.Tensor:
+        z = sample(self.names[-1], self.prior())
+        for name, conditional in zip(reversed(self.names[:-1]), reversed(self.conditionals)):
+            z = sample(name, dist.Normal(*conditional(z)).to_event(1))
+        return sample("x", self.likelihood(z), obs=x)
 
     @torch.no_grad()
     def decode(self, z1: torch.Tensor) -> torch.Tensor:

@@ -394,6 +394,11 @@ def trace_pair(
     to which the prior and posterior densities of a decoder's weights are pure cost.
     """
     nesting = probe_pair(model, guide, x, args, kwargs).nesting
+    from ppvae.direct import direct_trace  # here, not at the top: ppvae.direct builds on this module
+
+    direct = direct_trace(model, guide, x, args, kwargs, nesting, num_particles, num_data)
+    if direct is not None:  # story modules: the same PairTrace without Pyro's per-site machinery
+        return direct
     particle_dim = -(nesting + 1)
     try:
         if num_particles > 1:
