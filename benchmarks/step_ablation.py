@@ -42,17 +42,15 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--steps", type=int, default=60, help="steps per block")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="2 rounds of 3 steps, to check the script runs")
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.steps = 2, 3
     torch.set_num_threads(args.threads)
     model, guide, _ = ppvae.build("vae", 784, seed=0)
     opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
     x = torch.bernoulli(torch.rand(100, 784, generator=torch.Generator().manual_seed(0)))
     layer, objective = guide.layers[0], get_objective("elbo", 1)
-
-    def step(loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
     def hand_written():
         loc, scale = layer(x)
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
         z = loc + scale * eps
         log_px = -F.binary_cross_entropy_with_logits(model.decoder(z), x, reduction="none").sum(-1)
         log_w = log_px - 0.5 * z.pow(2).sum(-1) + 0.5 * eps.pow(2).sum(-1) + scale.log().sum(-1)
-        step(-(N / 100) * log_w.sum())
+        return -(N / 100) * log_w.sum()
 
     def distributions():
         loc, scale = layer(x)
@@ -68,21 +66,39 @@ def main(argv=None) -> int:
         z = q.rsample()
         prior = dist.Normal(model.prior_loc, model.prior_scale).to_event(1)
         log_w = BernoulliLogits(model.decoder(z), validate_args=False).log_prob(x) + prior.log_prob(z) - q.log_prob(z)
-        step(-(N / 100) * log_w.sum())
+        return -(N / 100) * log_w.sum()
 
     def traced():
         with use_direct_path(False):
-            step(objective.loss(model, guide, x, num_data=N))
+            return objective.loss(model, guide, x, num_data=N)
 
     def direct():
-        step(objective.loss(model, guide, x, num_data=N))
+        return objective.loss(model, guide, x, num_data=N)
 
-    fns = {"torch": hand_written, "distributions": distributions, "ppvae traced": traced, "ppvae": direct}
+    losses = {"torch": hand_written, "distributions": distributions, "ppvae traced": traced, "ppvae": direct}
+
+    def stepper(loss_fn):
+        def step():
+            loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    fns = {k: stepper(f) for k, f in losses.items()}
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     with pyro.validation_enabled(False):  # as ppvae.fit trains
+        values = []
+        for f in losses.values():  # the four compute the same loss on the same random numbers
+            torch.manual_seed(0)
+            values.append(float(f().detach()))
+        spread = (max(values) - min(values)) / abs(values[0])
+        if spread > 1e-5:
+            raise SystemExit(f"the four steps disagree on the same random numbers: {values}")
+        print(f"losses equal on the same random numbers (rel. diff {spread:.1e})")
         for f in fns.values():
-            for _ in range(20):
+            for _ in range(2 if args.quick else 20):
                 f()
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:

@@ -142,3 +142,13 @@ def test_objectives_quality_prints_every_method():
         assert row, f"no row for {label}:\n{out}"
         assert int(row.group(1)) > 0 and number(row.group(5)) > 0  # steps taken, a positive test NLL
     assert "| iwae-dreg | iwae k=5, dreg |" in out and "| miwae | miwae k=10, groups=2 |" in out
+
+
+def test_step_ablation_prints_the_four_steps():
+    out = run("step_ablation.py")
+    assert "losses equal on the same random numbers" in out
+    for label in ("torch", "distributions", "ppvae traced", "ppvae"):
+        row = re.search(rf"^{re.escape(label)}\s+{NUMBER}\s+{NUMBER}$", out, re.M)
+        assert row, f"no row for {label}:\n{out}"
+        assert number(row.group(1)) > 0 and number(row.group(2)) > 0
+    assert re.search(rf"^torch\s+{NUMBER}\s+1\.000$", out, re.M)
