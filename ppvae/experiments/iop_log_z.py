@@ -66,7 +66,8 @@ def print_ais(result: AISResult, settings: dict) -> None:
     r = result
     print(f"annealed importance sampling: {settings['temperatures']} temperatures ({settings['schedule_kind']}), "
           f"{settings['transitions']} HMC move(s) of {settings['leapfrog_steps']} leapfrog steps each, "
-          f"{settings['repeats']} repeats x {settings['chains']} chains")
+          f"{settings['repeats']} repeats x {settings['chains']} chains, step sizes from a "
+          f"{settings['pilot_chains']}-chain pilot")
     print(f"  log Z {r.log_z:.3f} +- {r.se:.3f} (all chains; +- the standard error over repeats), "
           f"Pareto-k {r.pareto_k:.2f}, ESS {r.ess:.1f} of {r.log_weights.numel()}")
     print("  repeats: " + " ".join(f"{v:.3f}" for v in r.log_z_repeats.tolist()) + f" (std {r.repeat_std:.3f})")
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ais.add_argument("--leapfrog-steps", type=int, default=default["leapfrog_steps"])
     ais.add_argument("--step-size", type=float, default=default["step_size"], help="the pilot's first HMC step size")
     ais.add_argument("--schedule", choices=SCHEDULES, default=default["schedule_kind"])
+    ais.add_argument("--pilot-chains", type=int, default=default["pilot_chains"], help="chains of the step-size pilot")
     ais.add_argument("--save", action="store_true", help=f"also write the AIS result to RUN/{AIS_FILE}")
     args = p.parse_args(argv)
     model, guide, ckpt = load_pair(args.run)
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.method in ("ais", "both"):
         settings = dict(temperatures=args.temperatures, chains=args.chains, repeats=args.repeats,
                         transitions=args.transitions, leapfrog_steps=args.leapfrog_steps,
-                        step_size=args.step_size, schedule_kind=args.schedule)
+                        step_size=args.step_size, schedule_kind=args.schedule, pilot_chains=args.pilot_chains)
         torch.manual_seed(args.seed)
         result = model.log_normalizer_ais(**settings)
         print_ais(result, settings)
