@@ -40,3 +40,11 @@ def test_scores_each_snapshot_against_its_cpu_hours(tmp_path, digits, monkeypatc
     monkeypatch.setattr(iwae_snapshots.ppvae, "log_likelihood", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     assert iwae_snapshots.main([str(tmp_path), "--points", "30", "--samples", "40"]) == 0
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_epochs_without_cpu_seconds_count_at_the_median(tmp_path):
+    rows = [{"epoch": 1, "time": 99.0}, {"epoch": 2, "time": 99.0, "cpu_seconds": 10.0},
+            {"epoch": 3, "cpu_seconds": 20.0}, {"epoch": 4, "cpu_seconds": 30.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert iwae_snapshots.cpu_hours_at(tmp_path, 2) * 3600 == 20.0 + 10.0  # epoch 1 at the median, 20
+    assert iwae_snapshots.cpu_hours_at(tmp_path, 4) * 3600 == 20.0 + 60.0

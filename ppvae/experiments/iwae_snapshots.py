@@ -10,7 +10,8 @@ importance sampling with ``--samples`` samples each (``ppvae.log_likelihood``, s
 the NLL, its standard error over the test points and the share of points with Pareto-k > 0.7
 beside the CPU-hours the cell had trained for by then (the sum of the trainer's per-epoch
 ``cpu_seconds``, one thread; evaluation not included). Each snapshot's result is cached next to it
-(``epoch_N.nll.json``, keyed by the settings), so the command can be rerun as snapshots appear.
+(``epoch_N.nll.json``, keyed by the settings; epochs trained before the trainer recorded
+``cpu_seconds`` count at the cell's median epoch), so the command can be rerun as snapshots appear.
 The figure draws NLL against CPU-hours per cell with the paper's figures as dashed lines; the CSV
 has columns cell, epoch, cpu_hours, nll, nll_se, points, samples, pareto_k_share.
 
@@ -39,9 +40,13 @@ SNAPSHOT = re.compile(r"epoch_(\d+)\.pt$")
 
 
 def cpu_hours_at(cell_dir: Path, epoch: int) -> float:
-    """CPU-hours of training up to and including ``epoch``, from the cell's metrics file."""
+    """CPU-hours of training up to and including ``epoch``, from the cell's metrics file. Epochs
+    trained before the trainer recorded ``cpu_seconds`` count at the cell's median epoch (their
+    wall ``time`` was taken on a shared machine and would overstate them)."""
     rows = [json.loads(line) for line in (cell_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return sum(r.get("cpu_seconds", 0.0) for r in rows if r["epoch"] <= epoch) / 3600
+    known = sorted(r["cpu_seconds"] for r in rows if "cpu_seconds" in r)
+    median = known[len(known) // 2] if known else 0.0
+    return sum(r.get("cpu_seconds", median) for r in rows if r["epoch"] <= epoch) / 3600
 
 
 @torch.no_grad()
