@@ -27,6 +27,7 @@ through Pyro's traces as before. ``use_direct_path(False)`` turns it off.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from typing import Callable, Iterator
 
@@ -43,16 +44,16 @@ from ppvae.traces import DATA_PLATE, PairTrace, Site
 _ENABLED = True
 
 
-class StoryModule(nn.Module):
+class StoryModule(nn.Module, abc.ABC):
     """A model or guide whose Pyro program is ``story(x, sample)`` inside the data plate.
 
     Subclasses write ``story``; they do not override ``forward`` (one that does is run through
     Pyro's traces only, like any other pair)."""
 
+    @abc.abstractmethod
     def story(self, x: torch.Tensor, sample: Callable) -> torch.Tensor | None:
         """The program over ``sample(name, fn, obs=None) -> value``; called with ``pyro.sample``
         by ``forward``, and with a recorder by :func:`direct_trace`."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | None:
         with pyro.plate(DATA_PLATE, x.shape[0]):

@@ -24,7 +24,7 @@ How: the log-weights are rebuilt from the same site terms with log q replaced by
 parameter-detached copy, so they have the same *values* and gradients only through z and the
 model (:func:`path_log_weights`). For ``dreg`` a tensor hook on each sampled z then multiplies the
 gradient flowing into it by ``ratio`` = (wanted path coefficient) / (the bound's own coefficient
-d bound / d log w_k), which the objective supplies (:meth:`ppvae.objectives.Objective.dreg_ratio`):
+d bound / d log w_k), which the objective supplies (its ``dreg_ratio(log_w)``):
 w~_k for IWAE. Only the gradient that reaches phi through z is scaled; theta's gradient never
 passes through z, so the decoder's gradient is exactly the standard one. One backward pass, no
 extra model evaluation.

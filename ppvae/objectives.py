@@ -104,6 +104,10 @@ class Objective(abc.ABC):
                 f"objective {self.name!r} does not support grad_estimator {grad_estimator!r}"
                 f"{': ' + advice if advice else ''}; it supports: {', '.join(self.grad_estimators)}"
             )
+        if grad_estimator == "dreg" and not callable(getattr(self, "dreg_ratio", None)):
+            # an objective that lists "dreg" defines dreg_ratio(log_w) -> (K, B): the doubly
+            # reparameterized path coefficient divided by d bound / d log w_k (ppvae.grad_estimators)
+            raise ConfigError(f"objective {self.name!r} lists grad_estimator 'dreg' but defines no dreg_ratio(log_w)")
         self.grad_estimator = grad_estimator
         self.validate()
 
@@ -129,7 +133,7 @@ class Objective(abc.ABC):
     def log_weights(self, tr: PairTrace, beta: float = 1.0, scaled: bool = False) -> torch.Tensor:
         """``tr.log_weights(beta, scaled)``, (K, B), with the gradients of this objective's
         estimator: the same values; for ``stl``/``dreg`` phi's gradient comes through z only, and
-        for ``dreg`` it is re-weighted by :meth:`dreg_ratio`."""
+        for ``dreg`` it is re-weighted by the objective's ``dreg_ratio``."""
         if self.grad_estimator == "reparam" or not torch.is_grad_enabled():
             return tr.log_weights(beta, scaled)
         what = f"objective {self.name!r} with grad_estimator {self.grad_estimator!r}"
@@ -137,11 +141,6 @@ class Objective(abc.ABC):
         if self.grad_estimator == "dreg" and log_w.shape[0] > 1:
             reweight_path_gradients(tr, self.dreg_ratio(log_w.detach()))
         return log_w
-
-    def dreg_ratio(self, log_w: torch.Tensor) -> torch.Tensor:
-        """For ``dreg``: per particle and datapoint, (K, B), the doubly reparameterized path
-        coefficient divided by d bound / d log w_k (see :mod:`ppvae.grad_estimators`)."""
-        raise NotImplementedError(f"objective {self.name!r} has no doubly reparameterized estimator")
 
     def global_term(self, tr: PairTrace, beta: float = 1.0) -> torch.Tensor:
         """The part of the bound from sites outside the data plate, counted once per minibatch:

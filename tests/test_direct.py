@@ -103,3 +103,13 @@ def test_a_handler_around_the_pair_is_honoured(digits):
         with poutine.scale(scale=3.0):
             scaled = obj.loss(model, guide, x, num_data=70)
     assert torch.allclose(scaled, 3 * plain)
+
+
+def test_a_story_module_must_write_its_story():
+    from ppvae.direct import StoryModule
+
+    class NoStory(StoryModule):
+        pass
+
+    with pytest.raises(TypeError, match="story"):
+        NoStory()

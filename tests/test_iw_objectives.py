@@ -452,3 +452,19 @@ def test_fit_takes_an_objective_object_and_records_it_by_name(digits):
 
     with pytest.raises(ConfigError, match="BoundScheme"):
         ppvae.TrainConfig(objective=Mine(2))
+
+
+def test_an_objective_listing_dreg_must_define_its_ratio():
+    from ppvae.errors import ConfigError
+    from ppvae.objectives import ImportanceWeighted
+
+    class Mean(ImportanceWeighted):  # log mean_k w_k without a dreg_ratio
+        name = "mean-test"
+        grad_estimators = ("reparam", "dreg")
+
+        def from_log_weights(self, log_w):
+            return torch.logsumexp(log_w, 0)
+
+    Mean(5)  # the default estimator needs nothing more
+    with pytest.raises(ConfigError, match="dreg_ratio"):
+        Mean(5, grad_estimator="dreg")
