@@ -48,7 +48,8 @@ def _out(path) -> Path:
     return path
 
 
-def _save_fig(fig: Figure, path) -> Path:
+def save_figure(fig: Figure, path) -> Path:
+    """Write a matplotlib ``Figure`` as PNG at its own dpi, creating the folder."""
     path = _out(path)
     fig.savefig(path, format="png", dpi=fig.dpi, bbox_inches="tight")
     return path
@@ -308,7 +309,7 @@ def save_latent_scatter(z: torch.Tensor, path, *, labels: torch.Tensor | None = 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title} ({', '.join(notes)})" if title else ", ".join(notes), fontsize="medium")
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def _as_float(v) -> float | None:
@@ -414,7 +415,7 @@ def save_training_curves(history, path, *, keys: Sequence[str] | None = None) ->
     fig = Figure(figsize=(7.0, 0.8 + 2.0 * max(1, len(order))), dpi=100)
     if not order:
         fig.text(0.5, 0.5, "no numeric values to plot", ha="center", va="center")
-        return _save_fig(fig, path)
+        return save_figure(fig, path)
     axes = fig.subplots(len(order), 1, sharex=True, squeeze=False)[:, 0]
     for ax, key in zip(axes, order):
         xs, ys = series[key]
@@ -435,7 +436,7 @@ def save_training_curves(history, path, *, keys: Sequence[str] | None = None) ->
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel("epoch")
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def save_codes_by_input(codes: Sequence[torch.Tensor], path, *, names: Sequence[str] | None = None,
@@ -466,7 +467,7 @@ def save_codes_by_input(codes: Sequence[torch.Tensor], path, *, names: Sequence[
         ax.legend(markerscale=3, fontsize="small", title="input")
     if title:
         ax.set_title(title)
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def save_codes_against_priors(panels: Sequence[tuple[str, torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
@@ -496,7 +497,7 @@ def save_codes_against_priors(panels: Sequence[tuple[str, torch.Tensor, torch.Te
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def save_style_content_grid(images: torch.Tensor, image_shape, path, *, num_classes: int = 10,
@@ -522,4 +523,4 @@ def save_style_content_grid(images: torch.Tensor, image_shape, path, *, num_clas
     ax.xaxis.set_label_position("top")
     ax.set_ylabel(row_title)
     ax.tick_params(length=0)
-    return _save_fig(fig, path)
+    return save_figure(fig, path)

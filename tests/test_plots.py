@@ -33,13 +33,13 @@ def tile(img: np.ndarray, r: int, c: int, h: int, w: int, padding: int, upscale:
 @pytest.fixture
 def figs(monkeypatch):
     """Collect every matplotlib Figure that ppvae.plots writes."""
-    captured, save = [], plots._save_fig
+    captured, save = [], plots.save_figure
 
     def spy(fig, path):
         captured.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "_save_fig", spy)
+    monkeypatch.setattr(plots, "save_figure", spy)
     return captured
 
 

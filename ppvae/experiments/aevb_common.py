@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 import ppvae
+from ppvae import plots
 from ppvae.data import Dataset
 from ppvae.errors import ConfigError
 
@@ -163,11 +164,9 @@ def last(history: list[dict], key_prefix: str) -> float | None:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Lay out and write a matplotlib ``Figure`` (its own dpi), creating the folder."""
+    """Lay out a matplotlib ``Figure`` and write it (:func:`ppvae.plots.save_figure`)."""
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
-    return path
+    return plots.save_figure(fig, path)
 
 
 def experiment_parser(module: str, doc: str | None) -> argparse.ArgumentParser:

@@ -31,7 +31,9 @@ from pathlib import Path
 import torch
 
 import ppvae
+from ppvae import plots
 from ppvae.checkpoint import load
+from ppvae.evaluate import mean_and_se
 from ppvae.reproduce.common import load_iwae_data
 from ppvae.reproduce.iwae_table1 import parse_cells
 from ppvae.reproduce.paper_numbers import PAPER_NLL
@@ -65,9 +67,9 @@ def score_snapshot(path: Path, x: torch.Tensor, samples: int, seed: int = 0) -> 
     guide.load_state_dict(snap["guide_state"])
     model.eval(), guide.eval()
     res = ppvae.log_likelihood(model, guide, x, num_samples=samples, seed=seed, diagnostics=True)
-    nll = -res.log_px.double()
-    out = {"settings": key, "epoch": int(snap["epoch"]), "nll": float(nll.mean()),
-           "nll_se": float(nll.std() / nll.numel() ** 0.5), "pareto_k_share": float((res.pareto_k > 0.7).double().mean())}
+    nll, se = mean_and_se(-res.log_px)
+    out = {"settings": key, "epoch": int(snap["epoch"]), "nll": nll, "nll_se": se,
+           "pareto_k_share": float((res.pareto_k > 0.7).double().mean())}
     cache.write_text(json.dumps(out, indent=1))
     return out
 
@@ -89,7 +91,7 @@ def collect(out: Path, points: int, samples: int, seed: int, binarization: str =
     return rows
 
 
-def save_figure(rows: list[dict], path: Path) -> Path:
+def save_nll_figure(rows: list[dict], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5), dpi=100)
@@ -111,9 +113,7 @@ def save_figure(rows: list[dict], path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return plots.save_figure(fig, path)
 
 
 def main(argv=None) -> int:
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             w.writerows(rows)
         print(f"wrote {args.csv}")
     if args.figure:
-        print(f"wrote {save_figure(rows, args.figure)}")
+        print(f"wrote {save_nll_figure(rows, args.figure)}")
     return 0
 
 
