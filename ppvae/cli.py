@@ -214,8 +214,6 @@ def _scheme_label(config, model) -> str:
 
 
 def cmd_train(args) -> int:
-    from ppvae.analysis import sample
-    from ppvae.plots import save_image_grid, save_training_curves
     from ppvae.registry import build
     from ppvae.runs import load_data
     from ppvae.runs_state import RunFolder
@@ -252,10 +250,10 @@ def cmd_train(args) -> int:
     device = resolve_device(config.device)
     from ppvae import distributed as pdist
 
-    if pdist.init_from_environment(device):  # under torchrun: one process per rank, rank 0 talks
-        if device.type == "cuda":
-            device = torch.device("cuda", torch.cuda.current_device())
-            config.device = str(device)
+    joined = pdist.init_from_environment(device)  # under torchrun: one process per rank, rank 0 talks
+    if joined and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+        config.device = str(device)
     rank, world = pdist.world()
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"{'resuming' if args.resume else 'training'} {meta['family']} ({_scheme_label(config, model)}) on {data.name}: "
@@ -263,13 +261,23 @@ def cmd_train(args) -> int:
         f"{f', {world} processes' if world > 1 else ''}, out {out}")
     result = fit(model, guide, data, config, out_dir=out, resume=args.resume or False, overwrite=args.overwrite, meta=meta,
                  callbacks=[lambda m: print(_epoch_line(m), flush=True)] if args.no_progress else [])
-    if rank > 0:
-        return 0
+    if rank == 0:
+        _report_training(result, config, model, meta, out, args.no_progress, device)
+    if joined:
+        pdist.shutdown()  # the other ranks wait here while rank 0 draws its figures
+    return 0
+
+
+def _report_training(result, config, model, meta, out, no_progress, device) -> None:
+    """Rank 0's last words on a finished run: the final epoch, early stopping, curves and samples."""
+    from ppvae.analysis import sample
+    from ppvae.plots import save_image_grid, save_training_curves
+
     if result.message:
         print(result.message)
-        return 0
+        return
     last = result.history[-1]
-    if not args.no_progress:  # with --no-progress each epoch was printed already
+    if not no_progress:  # with --no-progress each epoch was printed already
         print(_epoch_line(last))
     if result.stopped_early:
         print(f"stopped early after epoch {last['epoch']}: no better validation metric for {config.early_stopping_patience} epochs")
@@ -278,7 +286,6 @@ def cmd_train(args) -> int:
     x = sample(model, 64, meta["x_dim"], device=device)
     save_image_grid(x, shape, out / "samples.png", upscale=_upscale(shape))
     print(f"wrote {out / 'last.pt'}, {out / 'best.pt'}, {out / 'metrics.jsonl'}, {out / 'training_curves.png'}, {out / 'samples.png'}")
-    return 0
 
 
 def _epoch_line(m: dict) -> str:
@@ -316,7 +323,7 @@ def cmd_evaluate(args) -> int:
     from ppvae.evaluate_samples import (format_sample_report, likelihood_unavailable, needs_labels,
                                          reconstruction_report, sample_report)
 
-    pdist.init_from_environment(device)  # under torchrun, log p(x) is sharded over the ranks
+    joined = pdist.init_from_environment(device)  # under torchrun, log p(x) is sharded over the ranks
     rank = pdist.world()[0]
     label_kw = {}
     if needs_labels(model):
@@ -346,6 +353,8 @@ def cmd_evaluate(args) -> int:
                    "objective_options": ckpt["train_config"].get("objective_options", {}),
                    "grad_estimator": ckpt["train_config"].get("grad_estimator", "reparam")})
     if rank > 0:
+        if joined:
+            pdist.shutdown()  # wait for rank 0's report, then leave the group together
         return 0
     (out / "report.json").write_text(json.dumps(report, indent=2))
     shape, up = tuple(meta["image_shape"]), _upscale(meta["image_shape"])
@@ -362,6 +371,8 @@ def cmd_evaluate(args) -> int:
     if extra:
         print(extra)
     print("wrote " + ", ".join(str(p) for p in [out / "report.json", *figures]))
+    if joined:
+        pdist.shutdown()
     return 0
 
 

@@ -139,3 +139,13 @@ def broadcast_buffers(modules: Iterable[torch.nn.Module]) -> None:
 def barrier() -> None:
     if world()[1] > 1:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group together: a barrier, so that no rank exits (closing its gloo
+    connections) while another still finishes its own work or tears its group down, then
+    ``destroy_process_group``. Without the barrier a rank that exits first can make its peer abort
+    at exit ("terminate called without an active exception", SIGABRT) after a successful run."""
+    if dist.is_available() and dist.is_initialized():
+        barrier()
+        dist.destroy_process_group()

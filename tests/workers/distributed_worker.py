@@ -14,7 +14,6 @@ import sys
 import time
 
 import torch
-import torch.distributed as dist
 
 import ppvae
 from ppvae import distributed as pdist
@@ -32,7 +31,7 @@ if mode == "loglik":  # sharded evaluation: rank 0 saves the gathered per-datapo
     result = ppvae.log_likelihood(model, guide, data.test, num_samples=40, batch_size=16, diagnostics=True)
     if pdist.world()[0] == 0:
         torch.save({"log_px": result.log_px, "pareto_k": result.pareto_k}, os.path.join(out, "log_px.pt"))
-    dist.destroy_process_group()
+    pdist.shutdown()
     sys.exit(0)
 
 
@@ -57,5 +56,4 @@ except Exception as e:  # noqa: BLE001 - report what the surviving rank saw, and
 if pdist.world()[0] == 0:
     torch.save({k: v for k, v in model.state_dict().items()} | {f"guide.{k}": v for k, v in guide.state_dict().items()},
                os.path.join(out, "params.pt"))
-if dist.is_initialized():
-    dist.destroy_process_group()
+pdist.shutdown()  # a barrier first: a rank that exits while rank 0 still saves can make it abort
