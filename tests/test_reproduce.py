@@ -17,7 +17,7 @@ import pytest
 
 from ppvae.cli import build_parser, main
 from ppvae.errors import ConfigError
-from ppvae.reproduce.iwae_table1 import BUDGETS, CELLS, ROWS, Cell, parse_cells, run_cell, train_config
+from ppvae.reproduce.iwae_table1 import BUDGETS, CELLS, ROWS, Cell, get_budget, parse_cells, run_cell, train_config
 from ppvae.reproduce.paper_numbers import PAPER_EPOCHS, PAPER_NLL
 from ppvae.schedules import burda_stages, lr_factor
 
@@ -41,6 +41,20 @@ def test_paper_budget_is_the_papers_schedule():
     assert (cfg.objective, cfg.num_particles, cfg.batch_size, cfg.adam_eps, cfg.lr, cfg.epochs) == ("iwae", 50, 20, 1e-4, 1e-3, 3280)
     assert burda_stages(BUDGETS["medium"].schedule_scale) == [1, 1, 1, 1, 1, 3, 9, 27]
     assert BUDGETS["medium"].epochs == 44 and BUDGETS["quick"].epochs == 2
+
+
+def test_fast_n_is_the_fast_cosine_decay_over_n_epochs():
+    fast, short = get_budget("fast"), get_budget("fast-1000")
+    assert fast is BUDGETS["fast"] and fast.epochs == 2500 and short.epochs == 1000 and short.name == "fast-1000"
+    assert (short.batch_size, short.lr, short.lr_schedule, short.eval_samples) == (fast.batch_size, fast.lr, "cosine", 5000)
+    assert max(short.snapshots) < 1000 < max(fast.snapshots)  # no snapshot at or past the end
+    # the decay reaches 0 at the run's own end, not at fast's: halfway at epoch 500 of fast-1000
+    assert lr_factor("cosine", 500, short.epochs) == pytest.approx(0.5)
+    assert "over 1000 epochs" in short.description
+    assert get_budget("fast-2500") == fast  # the same schedule under its two names
+    for bad in ("fast-0", "fast-x", "slow-10", "fast1000"):
+        with pytest.raises(ConfigError, match="unknown budget"):
+            get_budget(bad)
 
 
 def test_grid_has_12_rows_from_10_runs():
@@ -135,6 +149,22 @@ def test_interrupted_cell_resumes_instead_of_restarting(tmp_path):
     assert lines[0] == epoch1  # epoch 1 was kept, not retrained
     with pytest.raises(ConfigError, match="other settings"):
         run_cell(cell, dataclasses.replace(quick, max_epochs=3), data, tmp_path, batch_size=50, **kw)
+
+
+@needs_mnist
+def test_a_cosine_run_resumes_only_with_its_own_horizon(tmp_path):
+    """A cosine decay over 3 epochs interrupted after 1 must not be continued as a decay over 4:
+    the learning rates of epochs 2-3 would not be those of either schedule."""
+    from ppvae.reproduce.common import load_iwae_data
+
+    quick = BUDGETS["quick"]
+    data = load_iwae_data("dynamic", str(DATA), quick.limit)
+    kw = dict(binarization="dynamic", data_spec={"name": "mnist", "root": str(DATA), "limit": quick.limit, "valid_size": 0},
+              eval_points=5, eval_samples=5, log=lambda s: None)
+    cosine = dataclasses.replace(quick, lr_schedule="cosine", max_epochs=3, snapshots=())
+    run_cell(Cell("both", 1, 1), dataclasses.replace(cosine, max_epochs=1), data, tmp_path, **kw)
+    with pytest.raises(ConfigError, match="epochs"):
+        run_cell(Cell("both", 1, 1), dataclasses.replace(cosine, max_epochs=4), data, tmp_path, **kw)
 
 
 @needs_mnist

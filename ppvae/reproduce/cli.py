@@ -14,9 +14,10 @@ from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", default="quick", choices=["quick", "medium", "fast", "paper"],
+    p.add_argument("--budget", default="quick",
                    help="quick: CI machinery check (seconds); medium: the schedule 81x shorter (44 epochs); "
-                        "fast: batch 100 with a cosine learning-rate decay over 2500 epochs; paper: 3280 epochs")
+                        "fast: batch 100 with a cosine learning-rate decay over 2500 epochs; fast-N: the same decay over N "
+                        "epochs (e.g. fast-1000); paper: 3280 epochs")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--out", required=True, help="output folder: OUT/<binarization>/<cell>/ per cell, OUT/table.md")
     p.add_argument("--binarization", default="dynamic", choices=["dynamic", "fixed"],
