@@ -1,5 +1,6 @@
-"""The direct path (ppvae.direct) computes exactly what Pyro's traces give, and is taken only where
-it is the same computation."""
+"""The direct path (ppvae.direct) computes what Pyro's traces give (the same draws bit for bit; Normal
+log-densities in closed form, equal up to rounding), and is taken only where it is the same
+computation."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_same_sites_as_pyros_traces(digits, family, options, k):
     for a, b in ((direct.model_sites, traced.model_sites), (direct.guide_sites, traced.guide_sites)):
         assert list(a) == list(b)
         for name in a:
-            assert torch.equal(a[name].log_prob, b[name].log_prob), name
+            # Normal densities are closed forms (from the noise, for a guide draw): rounding differs
+            torch.testing.assert_close(a[name].log_prob, b[name].log_prob, rtol=1e-6, atol=1e-5, msg=name)
             assert torch.equal(a[name].value, b[name].value), name
             assert (a[name].is_observed, a[name].is_factor) == (b[name].is_observed, b[name].is_factor)
             assert a[name].fn.batch_shape == b[name].fn.batch_shape, name
@@ -71,9 +73,40 @@ def test_same_loss_and_gradients(digits, family, options, objective, k):
         return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
 
     (l1, g1), (l2, g2) = both_paths(loss_and_grads)
-    assert torch.equal(l1, l2)
-    for a, b in zip(g1, g2):
-        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-4)
+    for a, b in zip(g1, g2):  # float32 sums of terms that cancel: rounding relative to the largest entry
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("event_dims", [0, 1, 2])
+def test_closed_form_normal_densities_equal_pyros(event_dims):
+    """The recorder's guide draw (log q from the noise) and a replayed Normal site's closed form
+    against ``Normal.log_prob``: values and gradients in loc and scale."""
+    from pyro import distributions as dist
+
+    from ppvae.direct import _LazySite, _Recorder
+
+    torch.manual_seed(0)
+    loc = torch.randn(3, 4, 5, requires_grad=True)
+    scale = (torch.rand(3, 4, 5) + 0.2).requires_grad_()
+    fn = dist.Normal(loc, scale).to_event(event_dims) if event_dims else dist.Normal(loc, scale)
+    batch = (3, 4, 5)[: 3 - event_dims]
+    torch.manual_seed(1)
+    z = _Recorder(batch)("z", fn)
+    torch.manual_seed(1)
+    assert torch.equal(z, fn.rsample())  # the same draw
+    fn_lp = fn.log_prob(z)
+    rec = _Recorder(batch)
+    torch.manual_seed(1)
+    rec("z", fn)
+    drawn = rec.sites["z"][3]()  # the guide's closed form, from the noise
+    replayed = _LazySite("z", fn, z, False, 4, 3)._fn_log_prob()  # a replayed site's closed form
+    for lp in (drawn, replayed):
+        torch.testing.assert_close(lp, fn_lp, rtol=1e-6, atol=1e-5)
+        g, g_ref = torch.autograd.grad(lp.sum(), [loc, scale], retain_graph=True, materialize_grads=True), \
+            torch.autograd.grad(fn_lp.sum(), [loc, scale], retain_graph=True)
+        for a, b in zip(g, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_taken_only_where_it_is_the_same_computation(digits):
