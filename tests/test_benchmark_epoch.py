@@ -34,12 +34,13 @@ def test_epoch_benchmark_prints_torch_and_ppvae_rows():
     assert re.search(r"^date \d{4}-\d\d-\d\d, device cpu, data: binarized-mnist from .* \(N=500 x 784\)$", out, re.M)
     assert "pythae: skipped (--skip-pythae)" in out
     assert re.search(r"same loss on the same batch and random numbers: largest relative difference", out)
-    for label in ("(a) hand-written torch", "(c) ppvae.fit"):
+    for label in ("(a) hand-written torch", "(a') (a), fused Adam", "(c) ppvae.fit"):
         row = re.search(rf"^{re.escape(label)}\s+cpu\s+{NUMBER}\s+{NUMBER} \[{NUMBER}-{NUMBER}\]\s+{NUMBER}\s+"
                         rf"{NUMBER} \[{NUMBER}-{NUMBER}\]\s+{NUMBER}$", out, re.M)
         assert row, f"no cpu row for {label}:\n{out}"
         values = [float(v) for v in row.groups()]
         assert all(math.isfinite(v) and v > 0 for v in values), row.group(0)
-    assert len(re.findall(rf"^\s+wall\s+{NUMBER}\s", out, re.M)) == 2
+    assert len(re.findall(rf"^\s+wall\s+{NUMBER}\s", out, re.M)) == 3
+    assert re.search(rf"^\(c\) / \(a'\) epoch s, cpu: {NUMBER} \[{NUMBER}-{NUMBER}\]$", out, re.M)
     assert "(b) pythae" not in out
     assert re.search(rf"^ppvae's own per-epoch 'time' metric .*: median {NUMBER} s", out, re.M)
