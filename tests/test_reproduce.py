@@ -121,6 +121,10 @@ def test_subset_then_rest_then_table_only(quick_grid):
         counts = [int(c) for c in r["our_active_units"].split("+")]
         assert len(counts) == L and all(0 <= c <= t for c, t in zip(counts, res["z_dims"]))
         assert int(r["epochs"]) == 2 and r["eval_points"] == "50" and r["eval_samples"] == "100"
+        assert float(r["our_nll_se"]) == pytest.approx(res["nll_se"]) and float(r["our_nll_se"]) > 0
+        # training CPU-hours: the trainer's per-epoch cpu_seconds, summed
+        metrics = [json.loads(l) for l in (out / "dynamic" / cell / "metrics.jsonl").read_text().splitlines()]
+        assert float(r["train_cpu_hours"]) == pytest.approx(sum(m["cpu_seconds"] for m in metrics) / 3600, rel=1e-6)
         # importance sampling with 100 samples is above the one-sample ELBO (up to noise)
         assert -nll >= res["bounds"]["iwae_1"] - 0.5
         assert res["train_objective"] == ("iwae" if r["objective"] == "IWAE" and k > 1 else "elbo")
