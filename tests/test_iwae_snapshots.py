@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 import ppvae
 from ppvae.experiments import iwae_snapshots
 from ppvae.reproduce.iwae_table1 import keep_snapshots
@@ -24,6 +26,7 @@ def test_scores_each_snapshot_against_its_cpu_hours(tmp_path, digits, monkeypatc
                                 "--figure", str(tmp_path / "f.png")]) == 0
     rows = list(csv.DictReader(open(out_csv)))
     assert [int(r["epoch"]) for r in rows] == [1, 3]
+    assert {r["schedule"] for r in rows} == {"constant schedule, 3 epochs"}
     metrics = [json.loads(line) for line in (cell / "metrics.jsonl").read_text().splitlines()]
     # CPU-hours: the trainer's cpu_seconds summed up to the snapshot's epoch
     assert float(rows[0]["cpu_hours"]) == round(metrics[0]["cpu_seconds"] / 3600, 6)
@@ -48,3 +51,30 @@ def test_epochs_without_cpu_seconds_count_at_the_median(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert iwae_snapshots.cpu_hours_at(tmp_path, 2) * 3600 == 20.0 + 10.0  # epoch 1 at the median, 20
     assert iwae_snapshots.cpu_hours_at(tmp_path, 4) * 3600 == 20.0 + 60.0
+
+
+def test_a_finished_cosine_cell_adds_its_final_weights_and_earlier_rows_join(tmp_path, digits, monkeypatch):
+    """A finished fast-N cell is scored at its last epoch too (from last.pt), labelled by its
+    schedule; --include keeps an earlier CSV's rows unless a run given here has the same point."""
+    cell = tmp_path / "dynamic" / "k1-L1"
+    options = {"z_dims": [2], "hidden": [[8]]}
+    model, guide, _ = ppvae.build("vae", digits.x_dim, options, seed=0)
+    meta = {"family": "vae", "model_options": options, "x_dim": digits.x_dim, "dataset": {"root": None, "seed": 0}}
+    ppvae.fit(model, guide, digits, epochs=3, batch_size=100, lr_schedule="cosine", out_dir=cell, meta=meta, progress=False,
+              callbacks=[keep_snapshots(cell, (1,), model, guide)])
+    monkeypatch.setattr(iwae_snapshots, "load_iwae_data", lambda *a, **k: digits)
+    earlier = tmp_path / "earlier.csv"
+    header = "cell,epoch,cpu_hours,nll,nll_se,points,samples,pareto_k_share\n"  # an older CSV: no schedule column
+    earlier.write_text(header + "k1-L1,10,0.01,102.4,1.39,30,40,0.9\n")
+    out_csv = tmp_path / "s.csv"
+    assert iwae_snapshots.main([str(tmp_path), "--points", "30", "--samples", "40", "--include", str(earlier),
+                                "--csv", str(out_csv)]) == 0
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [(r["schedule"], int(r["epoch"])) for r in rows] == [("fast", 10), ("fast-3", 1), ("fast-3", 3)]
+    model.eval(), guide.eval()  # the weights in memory are the final ones, as in last.pt
+    log_px = ppvae.log_likelihood(model, guide, digits.test[:30], num_samples=40, seed=0)
+    assert abs(float(rows[2]["nll"]) - float(-log_px.double().mean())) < 1e-3
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "k1-L1,10,0.01,102.4,1.39,500,5000,0.9\n")
+    with pytest.raises(SystemExit, match="not comparable"):
+        iwae_snapshots.main([str(tmp_path), "--points", "30", "--samples", "40", "--include", str(bad)])
