@@ -62,6 +62,19 @@ def test_train_step_prints_every_objective():
     assert len(re.findall(r"^\s+wall\s+" + NUMBER, out, re.M)) == 4
 
 
+def test_adam_prints_the_three_implementations():
+    out = run("adam.py")
+    check_machine_line(out)
+    for kind in ("default", "foreach", "fused"):
+        row = re.search(rf"^{kind}\s+cpu\s+{NUMBER}\s+{NUMBER} \[{NUMBER}-{NUMBER}\]$", out, re.M)
+        assert row, f"no cpu row for {kind}:\n{out}"
+        assert all(math.isfinite(number(v)) and number(v) > 0 for v in row.groups())
+    assert re.search(r"^default\s+cpu\s+\S+\s+1\.000 \[1\.00-1\.00\]$", out, re.M)
+    # the same update up to rounding: fused Adam is a faster implementation, not another optimizer
+    worst = float(re.search(r"largest difference from default's parameters: (\S+)$", out, re.M).group(1))
+    assert worst < 1e-5
+
+
 def test_log_likelihood_prints_throughput_and_sweep():
     out = run("log_likelihood.py")
     check_machine_line(out)
