@@ -78,3 +78,13 @@ def test_a_finished_cosine_cell_adds_its_final_weights_and_earlier_rows_join(tmp
     bad.write_text(header + "k1-L1,10,0.01,102.4,1.39,500,5000,0.9\n")
     with pytest.raises(SystemExit, match="not comparable"):
         iwae_snapshots.main([str(tmp_path), "--points", "30", "--samples", "40", "--include", str(bad)])
+
+
+def test_final_results_put_a_cells_own_evaluation_at_its_cpu_hours(tmp_path):
+    cell = tmp_path / "dynamic" / "k1-L1"
+    cell.mkdir(parents=True)
+    (cell / "metrics.jsonl").write_text("\n".join(json.dumps({"epoch": e, "cpu_seconds": 1800.0}) for e in (1, 2, 3)) + "\n")
+    (cell / "result.json").write_text(json.dumps({"cell": "k1-L1", "budget": "fast-3", "nll": 88.9, "nll_se": 0.25,
+                                                  "num_test": 10000, "epochs_trained": 3}))
+    assert iwae_snapshots.final_results(tmp_path) == [{"cell": "k1-L1", "schedule": "fast-3", "nll": 88.9, "nll_se": 0.25,
+                                                        "points": 10000, "cpu_hours": 1.5}]
