@@ -57,8 +57,9 @@ def cpu_hours_at(cell_dir: Path, epoch: int) -> float:
 
 
 @torch.no_grad()
-def score_snapshot(path: Path, cell_dir: Path, x: torch.Tensor, samples: int, seed: int = 0) -> dict:
-    """NLL of the snapshot's pair on ``x`` (cached next to the snapshot for these settings)."""
+def score_snapshot(path: Path, meta: dict, x: torch.Tensor, samples: int, seed: int = 0) -> dict:
+    """NLL of the snapshot's pair (built from the cell's ``meta``) on ``x``, cached next to the
+    snapshot for these settings."""
     cache = path.with_suffix(".nll.json")
     snap = load(path)
     key = {"points": int(x.shape[0]), "samples": int(samples), "seed": int(seed), "epoch": int(snap["epoch"])}
@@ -66,7 +67,6 @@ def score_snapshot(path: Path, cell_dir: Path, x: torch.Tensor, samples: int, se
         cached = json.loads(cache.read_text())
         if {**cached.get("settings", {}), "epoch": cached.get("epoch")} == key:
             return cached
-    meta = load(cell_dir / "last.pt")["meta"]
     model, guide, _ = ppvae.build(meta["family"], meta["x_dim"], meta.get("model_options"))
     model.load_state_dict(snap["model_state"])
     guide.load_state_dict(snap["guide_state"])
@@ -79,10 +79,9 @@ def score_snapshot(path: Path, cell_dir: Path, x: torch.Tensor, samples: int, se
     return out
 
 
-def schedule_of(cell_dir: Path) -> tuple[str, bool]:
+def schedule_of(cell_dir: Path, ckpt: dict) -> tuple[str, bool]:
     """The cell's schedule name (``fast``, ``fast-600``, or its budget's name) and whether it has
-    trained all of it."""
-    ckpt = load(cell_dir / "last.pt")
+    trained all of it, from its ``last.pt`` (``ckpt``)."""
     cfg = ckpt["train_config"]
     finished = int(ckpt["epoch"]) >= int(cfg["epochs"])
     if (cell_dir / "result.json").exists():
@@ -95,15 +94,14 @@ def schedule_of(cell_dir: Path) -> tuple[str, bool]:
 def collect(out: Path, points: int, samples: int, seed: int, binarization: str = "dynamic") -> list[dict]:
     rows = []
     for cell_dir in sorted(p for p in (out / binarization).glob("*") if (p / "snapshots").is_dir()):
-        meta = load(cell_dir / "last.pt")["meta"]
-        spec = meta["dataset"]
+        last = load(cell_dir / "last.pt")  # read once: meta, schedule and final epoch
+        spec = last["meta"]["dataset"]
         x = load_iwae_data(binarization, spec.get("root"), None, seed=spec.get("seed", 0)).test[:points]
-        schedule, finished = schedule_of(cell_dir)
+        schedule, finished = schedule_of(cell_dir, last)
         snaps = sorted(cell_dir.glob("snapshots/epoch_*.pt"), key=lambda p: int(SNAPSHOT.search(p.name).group(1)))
-        final = int(load(cell_dir / "last.pt")["epoch"])
         taken = {int(SNAPSHOT.search(p.name).group(1)) for p in snaps}
-        for path in snaps + ([cell_dir / "last.pt"] if finished and final not in taken else []):
-            r = score_snapshot(path, cell_dir, x, samples, seed)
+        for path in snaps + ([cell_dir / "last.pt"] if finished and int(last["epoch"]) not in taken else []):
+            r = score_snapshot(path, last["meta"], x, samples, seed)
             rows.append({"cell": cell_dir.name, "schedule": schedule, "epoch": r["epoch"],
                          "cpu_hours": round(cpu_hours_at(cell_dir, r["epoch"]), 6), "nll": round(r["nll"], 3),
                          "nll_se": round(r["nll_se"], 3), "points": points, "samples": samples,
