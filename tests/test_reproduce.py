@@ -193,3 +193,31 @@ def test_continuation_reports_before_and_after(quick_grid):
     md = (out / "continuation.md").read_text()
     assert re.search(r"\| VAE \(2 ep\) \| [\d.]+ \| \d+ \| IWAE \(1 ep, 0.0001\) \| [\d.]+ \|", md)
     assert re.search(r"\| IWAE \(2 ep\) \| [\d.]+ \| \d+ \| VAE \(1 ep, 0.0001\) \| [\d.]+ \|", md)
+
+
+@needs_mnist
+def test_continuation_control_trains_on_the_first_objective_and_is_netted_out(quick_grid, tmp_path):
+    """--controls adds stage 2 on the *same* objective (same epochs, lr); the table's last column is
+    the switch's change in NLL less the control's."""
+    import shutil
+
+    out, _, _ = quick_grid
+    shutil.copytree(out / "dynamic" / "vae-k5-L1", tmp_path / "dynamic" / "vae-k5-L1")  # stage 1, reused
+    assert main(["reproduce", "iwae-continuation", "--budget", "quick", "--device", "cpu", "-k", "5", "--directions", "vae",
+                 "--controls", "--data-root", str(DATA), "--out", str(tmp_path)]) == 0
+    results = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("dynamic/continuation/*/result.json")}
+    assert sorted(results) == ["vae-to-iwae-k5-L1", "vae-to-vae-k5-L1"]
+    switch, control = results["vae-to-iwae-k5-L1"], results["vae-to-vae-k5-L1"]
+    assert (switch["control"], control["control"]) == (False, True)
+    assert (switch["continue_objective"], control["continue_objective"]) == ("iwae", "elbo")
+    cfg = __import__("torch").load(tmp_path / "dynamic" / "continuation" / "vae-to-vae-k5-L1" / "last.pt",
+                                   weights_only=False)["train_config"]
+    assert (cfg["objective"], cfg["num_particles"], cfg["epochs"], cfg["lr"]) == ("elbo", 5, 1, 1e-4)
+    assert control["before"]["nll"] == switch["before"]["nll"]  # both continue the same stage 1
+    net = (switch["after"]["nll"] - switch["before"]["nll"]) - (control["after"]["nll"] - control["before"]["nll"])
+    rows = {(r["second"], r["control"]): r for r in csv.DictReader((tmp_path / "continuation.csv").open())}
+    assert rows[("iwae", "False")]["switch_minus_control"] == f"{net:+.2f}"
+    assert rows[("vae", "True")]["switch_minus_control"] == ""
+    md = (tmp_path / "continuation.md").read_text()
+    assert re.search(r"\| VAE \(control\) \(1 ep, 0.0001\) \|", md)
+    assert f"| {net:+.2f} |" in md

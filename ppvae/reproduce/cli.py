@@ -46,6 +46,9 @@ def add_parser(subparsers) -> None:
     c.add_argument("--directions", default="vae,iwae", help="first objectives to run: vae (VAE->IWAE), iwae (IWAE->VAE)")
     c.add_argument("--continue-epochs", type=int, default=None, help="stage-2 epochs (default: the budget's last schedule stage: quick 1, medium 27, paper 2187)")
     c.add_argument("--continue-lr", type=float, default=1e-4, help="stage-2 constant learning rate")
+    c.add_argument("--controls", action="store_true",
+                   help="also run each direction's control: stage 2 on the first objective (same epochs and lr), so the "
+                        "effect of the switch is not confounded with training longer")
     c.set_defaults(func=cmd_iwae_continuation)
     _add_iop_comparison(sub, fmt)
 
@@ -96,8 +99,9 @@ def cmd_iwae_continuation(args) -> int:
         raise ConfigError(f"--directions takes vae and/or iwae, got {args.directions!r}")
     budget, data, kwargs = _setup(args)
     for first in firsts:
-        run_continuation(first, args.k, args.layers, budget, data, Path(args.out), continue_epochs=args.continue_epochs,
-                         continue_lr=args.continue_lr, **kwargs)
+        for control in (False, True) if args.controls else (False,):
+            run_continuation(first, args.k, args.layers, budget, data, Path(args.out), continue_epochs=args.continue_epochs,
+                             continue_lr=args.continue_lr, control=control, **kwargs)
     write_continuation_table(Path(args.out))
     print((Path(args.out) / "continuation.md").read_text())
     print(f"wrote {Path(args.out) / 'continuation.md'}, {Path(args.out) / 'continuation.csv'}")
