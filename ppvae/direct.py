@@ -36,13 +36,13 @@ import math
 from typing import Callable, Iterator
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.distributions import Unit
 from pyro.poutine import runtime
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
+from ppvae.distributions import normal_parts
 from ppvae.errors import ConfigError
 from ppvae.traces import DATA_PLATE, PairTrace, Site
 
@@ -90,9 +90,9 @@ class _Recorder:
         self.sites: dict[str, tuple] = {}
 
     @staticmethod
-    def _broadcast(fn, shape: tuple[int, ...]):
-        """``fn`` expanded as Pyro's plates expand it: the plates' dims (right-aligned) set to their
-        sizes where the distribution has 1 there, other batch dims left as they are."""
+    def _target_shape(fn, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The batch shape Pyro's plates expand ``fn`` to: the plates' dims (right-aligned) set to
+        their sizes where the distribution has 1 there, other batch dims left as they are."""
         have = tuple(fn.batch_shape)
         target = [1] * max(0, len(shape) - len(have)) + list(have)
         for i, size in enumerate(shape):
@@ -101,7 +101,13 @@ class _Recorder:
                 target[d] = size
             elif target[d] != size:
                 raise _NotDirect  # Pyro raises its shape error: let it
-        return fn if tuple(target) == have else fn.expand(torch.Size(target))
+        return tuple(target)
+
+    @classmethod
+    def _broadcast(cls, fn, shape: tuple[int, ...]):
+        """``fn`` expanded as Pyro's plates expand it."""
+        target = cls._target_shape(fn, shape)
+        return fn if target == tuple(fn.batch_shape) else fn.expand(torch.Size(target))
 
     def __call__(self, name: str, fn, obs: torch.Tensor | None = None, infer: dict | None = None, **kwargs) -> torch.Tensor:
         # infer: only pyro.factor's {"is_auxiliary": True}, which changes nothing in a PairTrace
@@ -111,25 +117,31 @@ class _Recorder:
             if name not in self.replay:
                 raise _NotDirect
             # A replayed site is done when it reaches the outer particle plate, which then leaves
-            # it alone: Pyro broadcasts its distribution over the data plate only.
-            self.sites[name] = (self._broadcast(fn, self.batch_shape[-1:]), self.replay[name], False, None)
+            # it alone: Pyro broadcasts its distribution over the data plate only. The expanded
+            # distribution is built only if read (_LazySite.fn): its closed-form Normal density and
+            # KL broadcast the unexpanded parameters to the same values.
+            target = self._target_shape(fn, self.batch_shape[-1:])
+            self.sites[name] = (_Expandable(fn, target), self.replay[name], False, None)
             return self.replay[name]
-        fn = self._broadcast(fn, self.batch_shape)
+        target = self._target_shape(fn, self.batch_shape)
         log_prob = None  # computed from fn.log_prob when first read
         if obs is not None:
             value = obs
-        elif (normal := _normal(fn)) is not None:
-            # Normal.rsample's own draw (same random numbers, same arithmetic), keeping the noise:
-            # log q(z) = log N(eps; 0, 1) - log scale needs no (z - loc) / scale
+        elif (normal := normal_parts(fn)) is not None:
+            # Normal.rsample's own draw (same random numbers, same arithmetic, the parameters
+            # broadcast instead of expanded), keeping the noise: log q(z) = log N(eps; 0, 1) -
+            # log scale needs no (z - loc) / scale
             loc, scale, event_dims = normal
-            eps = torch.empty(loc.shape, dtype=loc.dtype, device=loc.device).normal_()
+            eps = torch.empty(target + tuple(fn.event_shape), dtype=loc.dtype, device=loc.device).normal_()
             value = loc + eps * scale
             log_prob = lambda: _sum_event(eps.square(), event_dims).mul_(-0.5) - _sum_event(scale.log(), event_dims) \
                 - _LOG_SQRT_2PI * _event_size(loc, event_dims)  # noqa: E731
         elif fn.has_rsample:
+            fn = self._broadcast(fn, self.batch_shape)
             value = fn.rsample()
         else:  # checked before drawing: a fallback must not follow a consumed random number
             raise _NotDirect
+        fn = fn if target == tuple(fn.batch_shape) else _Expandable(fn, target)
         self.sites[name] = (fn, value, obs is not None, log_prob)
         return value
 
@@ -165,7 +177,7 @@ def _sites(recorder: _Recorder, batch: int, num_particles: int) -> dict[str, Sit
     out = {}
     for name, (fn, value, observed, log_prob) in recorder.sites.items():
         # what Pyro's path would reject (a missing .to_event leaves too many batch dims): let it
-        if len(fn.batch_shape) > 2 or value.dim() - len(fn.event_shape) > 2:
+        if len(fn.batch_shape) > 2 or value.dim() - len(fn.event_shape) > 2:  # (_Expandable has both)
             raise _NotDirect
         out[name] = _LazySite(name, fn, value, observed, batch, num_particles, log_prob)
     return out
@@ -177,15 +189,27 @@ class _LazySite(Site):
 
     def __init__(self, name: str, fn, value: torch.Tensor, is_observed: bool, batch: int, num_particles: int,
                  log_prob: Callable[[], torch.Tensor] | None = None):
-        self.name, self.fn, self.value, self.is_observed = name, fn, value, is_observed
-        self.is_factor = isinstance(fn, Unit)
+        self.name, self._fn, self.value, self.is_observed = name, fn, value, is_observed
+        self.is_factor = isinstance(fn.base if isinstance(fn, _Expandable) else fn, Unit)
         self.scale, self.mask, self.datapoint_scale = 1.0, None, 1.0
         self._shape = (batch, num_particles)
         self._compute = log_prob or self._fn_log_prob
         self._log_prob = None
 
+    @property
+    def fn(self):
+        """The site's distribution, broadcast as Pyro's plates broadcast it (built when first read)."""
+        if isinstance(self._fn, _Expandable):
+            self._fn = self._fn.expanded()
+        return self._fn
+
+    def normal_params(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """``(loc, scale, event dims)`` when the site's distribution is a Normal (possibly
+        unexpanded: they broadcast to the site's batch shape), else None."""
+        return normal_parts(self._fn.base if isinstance(self._fn, _Expandable) else self._fn)
+
     def _fn_log_prob(self) -> torch.Tensor:
-        normal = _normal(self.fn)
+        normal = self.normal_params()
         if normal is None:
             return self.fn.log_prob(self.value)
         loc, scale, event_dims = normal  # Normal.log_prob in fewer operations (and backward nodes)
@@ -213,15 +237,16 @@ class _LazySite(Site):
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _normal(fn) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-    """``(loc, scale, event dims)`` of a Pyro ``Normal`` or ``Normal(...).to_event(n)``; else None.
-    Exact types only: a subclass may define its density differently."""
-    event_dims = 0
-    if type(fn) is dist.Independent:
-        fn, event_dims = fn.base_dist, fn.reinterpreted_batch_ndims
-    if type(fn) is not dist.Normal:
-        return None
-    return fn.loc, fn.scale, event_dims
+class _Expandable:
+    """A distribution and the batch shape the plates expand it to, expanded only on demand."""
+
+    __slots__ = ("base", "batch_shape", "event_shape")
+
+    def __init__(self, base, batch_shape: tuple[int, ...]):
+        self.base, self.batch_shape, self.event_shape = base, batch_shape, base.event_shape
+
+    def expanded(self):
+        return self.base if self.batch_shape == tuple(self.base.batch_shape) else self.base.expand(torch.Size(self.batch_shape))
 
 
 def _sum_event(t: torch.Tensor, event_dims: int) -> torch.Tensor:

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
+
+
+def normal_parts(fn) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """``(loc, scale, event dims)`` of a Pyro ``Normal`` or ``Normal(...).to_event(n)``; else None.
+    Exact types only: a subclass may define its density differently."""
+    event_dims = 0
+    if type(fn) is dist.Independent:
+        fn, event_dims = fn.base_dist, fn.reinterpreted_batch_ndims
+    if type(fn) is not dist.Normal:
+        return None
+    return fn.loc, fn.scale, event_dims
+
+
+def normal_kl(q: tuple[torch.Tensor, torch.Tensor, int], p: tuple[torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
+    """KL(q || p) of two diagonal Normals given as :func:`normal_parts` with the same event dims,
+    summed over them: torch's ``_kl_normal_normal`` formula, on parameters that need not be
+    expanded to a common shape (they broadcast), without the registry's dispatch and
+    ``Independent``'s wrapping, which cost as much as the arithmetic on a small network."""
+    (q_loc, q_scale, event_dims), (p_loc, p_scale, _) = q, p
+    var_ratio = (q_scale / p_scale).pow(2)
+    t1 = ((q_loc - p_loc) / p_scale).pow(2)
+    kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+    return kl.sum(tuple(range(-event_dims, 0))) if event_dims else kl
 
 
 class BernoulliLogits(TorchDistribution):

@@ -62,6 +62,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import kl_divergence
 from torch.distributions.kl import _KL_REGISTRY
 
+from ppvae.distributions import normal_kl
 from ppvae.errors import ConfigError
 from ppvae.grad_estimators import check_name as check_estimator_name
 from ppvae.grad_estimators import path_log_weights, reweight_path_gradients
@@ -410,6 +411,12 @@ def _analytic_global_term(tr: PairTrace, beta: float) -> torch.Tensor:
 def _analytic_kl(q: Site, p: Site) -> torch.Tensor | float | None:
     """KL(q || p) of one latent site, or None where it does not replace E_q[log q - log p]: no
     registered KL, or masks/scales that differ between model and guide site."""
+    qn, pn = q.normal_params(), p.normal_params()
+    if qn is not None and pn is not None and qn[2] == pn[2] and q.mask is None and p.mask is None and q.scale is p.scale:
+        # two plain diagonal Normals (no masks inside either: exact types), the common case
+        kl = normal_kl(qn, pn)
+        batch = q.value.shape[:q.value.dim() - qn[2]]
+        return kl if kl.shape == batch else kl.expand(batch)
     # Look up without calling: kl_divergence raises NotImplementedError for unregistered pairs,
     # and exceptions on the hot path are slow.
     if not _has_kl(type(q.fn), type(p.fn)) or not _same_handlers(q, p):

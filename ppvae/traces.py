@@ -56,6 +56,7 @@ from pyro.distributions import Unit
 from pyro.distributions.util import is_identically_one, scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
+from ppvae.distributions import normal_parts
 from ppvae.errors import ConfigError
 
 DATA_PLATE = "data"
@@ -87,6 +88,10 @@ class Site:
     def term(self, scaled: bool) -> torch.Tensor:
         """The (K, B) log-prob, with the site's relative scale (``scaled``) or without."""
         return self.scaled_log_prob if scaled else self.log_prob
+
+    def normal_params(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """``(loc, scale, event dims)`` when ``fn`` is a diagonal Normal (:func:`ppvae.distributions.normal_parts`)."""
+        return normal_parts(self.fn)
 
 
 @dataclass

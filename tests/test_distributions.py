@@ -109,3 +109,28 @@ def test_mixture_shapes_expand_gradients_and_sampling():
         DiagonalNormalMixture(torch.zeros(3), torch.ones(3))
     with pytest.raises(ValueError, match="logits must have shape"):
         DiagonalNormalMixture(torch.zeros(3, 2), torch.ones(3, 2), torch.zeros(2))
+
+
+@pytest.mark.parametrize("event_dims", [0, 1, 2])
+def test_normal_kl_equals_torch_on_broadcast_parameters(event_dims):
+    """ppvae's closed-form KL of two diagonal Normals (used by elbo-analytic on the hot path), with
+    the prior's parameters unexpanded, against torch's registered KL of the expanded pair."""
+    from pyro import distributions as dist
+    from torch.distributions import kl_divergence
+
+    from ppvae.distributions import normal_kl, normal_parts
+
+    torch.manual_seed(0)
+    q_loc, q_scale = torch.randn(3, 4, 5, requires_grad=True), (torch.rand(3, 4, 5) + 0.2).requires_grad_()
+    p_loc, p_scale = torch.randn(4, 5), torch.rand(4, 5) + 0.5  # broadcasts over the first dim
+    wrap = (lambda d: d.to_event(event_dims)) if event_dims else (lambda d: d)
+    q, p = wrap(dist.Normal(q_loc, q_scale)), wrap(dist.Normal(p_loc, p_scale))
+    ours = normal_kl(normal_parts(q), normal_parts(p))
+    ref = kl_divergence(q, p.expand(q.batch_shape))
+    assert ours.shape == ref.shape == (3, 4, 5)[: 3 - event_dims]
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(torch.autograd.grad(ours.sum(), [q_loc, q_scale]), torch.autograd.grad(ref.sum(), [q_loc, q_scale])):
+        torch.testing.assert_close(a, b)
+    # KL is not symmetric: the arguments' order matters
+    assert not torch.allclose(normal_kl(normal_parts(p.expand(q.batch_shape)), normal_parts(q)), ours)
+    assert normal_parts(dist.Normal(q_loc, q_scale).mask(False)) is None  # masked: not a plain Normal
