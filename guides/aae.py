@@ -29,7 +29,7 @@ class AAEEncoder(nn.Module):
         super().__init__()
         self.config = config = config or AAEConfig()
         width = config.z_dim * (2 if config.encoder == "gaussian" else 1)
-        self.net = mlp(int(x_dim), config.hidden, width, config.activation)
+        self.net = mlp(int(x_dim), config.hidden, width, config.activation, config.dropout)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         h = self.net(x)

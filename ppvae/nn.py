@@ -26,14 +26,17 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "tanh") -> nn.Sequential:
-    """in_dim -> hidden[0] -> ... -> hidden[-1] -> out_dim, ``act`` between layers, linear output."""
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "tanh", dropout: float = 0.0) -> nn.Sequential:
+    """in_dim -> hidden[0] -> ... -> hidden[-1] -> out_dim, ``act`` between layers, linear output;
+    with ``dropout`` > 0, dropout after each hidden activation (active in ``train()`` mode only)."""
     sizes = [int(in_dim), *map(int, hidden), int(out_dim)]
     if any(s <= 0 for s in sizes):
         raise ConfigError(f"layer sizes must be positive, got {sizes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout is a probability in [0, 1), got {dropout!r}")
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), activation(act)]
+        layers += [nn.Linear(a, b), activation(act)] + ([nn.Dropout(dropout)] if dropout > 0 else [])
     layers.append(nn.Linear(sizes[-2], sizes[-1]))
     return nn.Sequential(*layers)
 

@@ -176,3 +176,23 @@ def test_bad_aae_options_are_refused():
         ppvae.build("aae", 64, {"conditional": "discriminator"})
     with pytest.raises(ConfigError, match="generator_loss"):
         AdversarialScheme(generator_loss="wasserstein")
+    with pytest.raises(ConfigError, match="dropout"):
+        ppvae.build("aae", 64, {"dropout": 1.0})
+
+
+def test_dropout_acts_in_training_only(digits):
+    """``dropout`` puts a Dropout after every hidden layer of encoder and decoder: codes and
+    decodings are random in train() mode and deterministic in eval() mode (sampling, evaluation)."""
+    model, guide, _ = ppvae.build("aae", digits.x_dim, {"hidden": [32, 32], "dropout": 0.5}, seed=0)
+    for net in (guide.net, model.decoder):
+        assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    x = digits.train[:16]
+    model.train(), guide.train()
+    assert not torch.equal(guide.encode(x), guide.encode(x))
+    model.eval(), guide.eval()
+    z = guide.encode(x)
+    assert torch.equal(z, guide.encode(x)) and torch.equal(model.decode(z), model.decode(z))
+    plain, _, _ = ppvae.build("aae", digits.x_dim, {"hidden": [32, 32]}, seed=0)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    with pytest.raises(ConfigError, match="dropout"):
+        mlp(4, [8], 2, "relu", dropout=-0.1)

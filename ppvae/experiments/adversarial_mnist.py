@@ -34,11 +34,16 @@ from ppvae.evaluate_samples import sample_report
 from ppvae.schemes import AdversarialScheme
 
 
-def specs(hidden: list[int], z_dim: int) -> dict[str, tuple[str, dict, object]]:
-    aae = {"z_dim": z_dim, "hidden": hidden, "activation": "relu"}
+def specs(hidden: list[int], z_dim: int, dropout: float = 0.0,
+          regularization_lr: float | None = None) -> dict[str, tuple[str, dict, object]]:
+    aae = {"z_dim": z_dim, "hidden": hidden, "activation": "relu", **({"dropout": dropout} if dropout else {})}
+
+    def scheme():
+        return AdversarialScheme(hidden=tuple(hidden), discriminator_lr=regularization_lr, generator_lr=regularization_lr)
+
     return {
-        "aae": ("aae", aae, lambda: AdversarialScheme(hidden=tuple(hidden))),
-        "aae-gaussian-encoder": ("aae", {**aae, "encoder": "gaussian"}, lambda: AdversarialScheme(hidden=tuple(hidden))),
+        "aae": ("aae", aae, scheme),
+        "aae-gaussian-encoder": ("aae", {**aae, "encoder": "gaussian"}, scheme),
         "vae": ("aae", {**aae, "encoder": "gaussian"}, lambda: "bound"),
         "alpha-gan": ("alpha-gan", {"z_dim": z_dim, "hidden": hidden, "activation": "relu"}, lambda: None),
     }
@@ -61,7 +66,7 @@ def run(name: str, family: str, options: dict, scheme, data, args, out: Path) ->
     t0 = time.process_time()
     torch.manual_seed(args.seed)
     result = {"model": name, "family": family, "options": options, "epochs": args.epochs,
-              "model_samples": args.model_samples,
+              "model_samples": args.model_samples, "lr": args.lr, "regularization_lr": args.regularization_lr,
               "train_cpu_seconds": float(sum(h.get("cpu_seconds", 0.0) for h in fit.history)),
               **sample_report(model, data, data.test, num_samples=args.model_samples, parzen=True, quality=True,
                               data_root=args.data_root)}
@@ -111,7 +116,13 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--hidden", default="512,512")
     p.add_argument("--z-dim", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (of the reconstruction phase, for the AAEs)")
+    p.add_argument("--regularization-lr", type=float, default=None,
+                   help="the AAEs' discriminator and generator learning rate [--lr] (the 345-Parzen reimplementation: 1e-4 "
+                        "with --lr 2e-4)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout after each hidden layer of encoder and decoder, in training only (the 345-Parzen "
+                        "reimplementation used dropout; 0.1 drops one unit in ten)")
     p.add_argument("--model-samples", type=int, default=10_000)
     p.add_argument("--loglik-points", type=int, default=1000)
     p.add_argument("--loglik-samples", type=int, default=1000)
@@ -127,7 +138,8 @@ def main(argv=None) -> int:
     data = ppvae.load_dataset("mnist", args.data_root)
     only = set(args.only.split(",")) if args.only else None
     results = []
-    for name, (family, options, scheme) in specs([int(h) for h in args.hidden.split(",")], args.z_dim).items():
+    hidden = [int(h) for h in args.hidden.split(",")]
+    for name, (family, options, scheme) in specs(hidden, args.z_dim, args.dropout, args.regularization_lr).items():
         if only is None or name in only:
             results.append(run(name, family, options, scheme, data, args, out))
             print(f"{name}: {json.dumps({k: v for k, v in results[-1].items() if k in ('log_px', 'train_cpu_seconds')})} "
