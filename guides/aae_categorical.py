@@ -26,7 +26,8 @@ class CategoricalAAEEncoder(nn.Module):
     def __init__(self, x_dim: int, config: CategoricalAAEConfig | None = None):
         super().__init__()
         self.config = config = config or CategoricalAAEConfig()
-        self.net = mlp(int(x_dim), config.hidden, config.num_classes + config.z_dim, config.activation)
+        self.net = mlp(int(x_dim), config.hidden, config.num_classes + config.z_dim, config.activation,
+                       config.dropout)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits of q(y | x) (B, K) and the style z (B, z_dim)."""

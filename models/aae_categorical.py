@@ -32,6 +32,8 @@ class CategoricalAAEConfig:
     #                              cluster heads (rows of W_C) in the style space, instead of (y, z)
     head_distance: float = 6.0  # eta: pairs of cluster heads closer than this are penalized (3 prior std each side)
     min_scale: float = 1e-3  # floor of the Gaussian decoder's standard deviation
+    dropout: float = 0.0  # dropout after each hidden layer of encoder and decoder, in training only: it
+    #                       regularizes q(y | x), which otherwise memorizes a small labelled subset
 
     def __post_init__(self):
         if self.likelihood not in ("bernoulli", "normal"):
@@ -50,6 +52,8 @@ class CategoricalAAEConfig:
         elif self.labels % self.num_classes:
             raise ConfigError(f"labels={self.labels} cannot be balanced over num_classes={self.num_classes}: "
                               f"use a multiple of {self.num_classes} (100 labels = 10 per class)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
         if not self.prior_scale > 0 or not self.head_distance > 0:
             raise ConfigError("prior_scale and head_distance must be positive")
 
@@ -85,7 +89,7 @@ class CategoricalAAEModel(nn.Module):
         self.x_dim = int(x_dim)
         K, d = config.num_classes, config.z_dim
         out = self.x_dim if config.likelihood == "bernoulli" else 2 * self.x_dim
-        self.decoder = mlp(d if config.cluster_heads else K + d, config.hidden, out, config.activation)
+        self.decoder = mlp(d if config.cluster_heads else K + d, config.hidden, out, config.activation, config.dropout)
         self.register_buffer("class_probs", torch.full((K,), 1.0 / K))
         self.register_buffer("prior_loc", torch.zeros(d))
         if config.cluster_heads:

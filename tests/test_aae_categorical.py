@@ -343,3 +343,25 @@ def test_the_experiment_writes_both_tables_and_resumes(tmp_path, capsys):
     assert len(lines) == 2  # epoch 1 kept, epoch 2 added
     for name in ("semi-100", "cluster-16"):
         assert (tmp_path / "runs" / name / "confusion.png").exists() and (tmp_path / "runs" / name / "style_content.png").exists()
+
+
+def test_the_experiments_dropout_and_style_size_reach_the_model(tmp_path):
+    """--dropout and --z-dim build the semi-supervised/clustering AAEs with them (Dropout layers in
+    encoder and decoder, the style's width), and the result records both."""
+    import json
+
+    from ppvae.experiments.aae_categorical import main as experiment
+
+    out = tmp_path / "runs"
+    assert experiment(["--dataset", "digits", "--hidden", "16", "--only", "cluster-16", "--out", str(out), "--epochs", "1",
+                       "--dropout", "0.3", "--z-dim", "3"]) == 0
+    ckpt = torch.load(out / "cluster-16" / "last.pt", weights_only=False)
+    opts = ckpt["meta"]["model_options"]
+    assert (opts["dropout"], opts["z_dim"]) == (0.3, 3)
+    model, guide, _ = ppvae.build("aae-categorical", 64, opts)
+    assert sum(isinstance(m, nn.Dropout) for m in [*model.modules(), *guide.modules()]) == 2
+    assert guide.net[-1].out_features == 16 + 3
+    settings = json.loads((out / "cluster-16" / "result.json").read_text())["settings"]
+    assert (settings["dropout"], settings["z_dim"]) == (0.3, 3)
+    with pytest.raises(ConfigError, match="dropout"):
+        ppvae.build("aae-categorical", 64, {"dropout": -0.5})
