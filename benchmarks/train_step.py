@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objectives", default=",".join(o[0] for o in OBJECTIVES), help="comma-separated subset of: " + ", ".join(o[0] for o in OBJECTIVES))
     p.add_argument("--no-pyro", action="store_true", help="skip the Pyro ELBO column")
     p.add_argument("--quick", action="store_true", help="a few steps of each, to check the script runs")
+    p.add_argument("--compile", action="store_true",
+                   help="also time ppvae's compiled loss (TrainConfig.compile) and the hand-written loss compiled alike")
     args = p.parse_args(argv)
     device = setup(args)
     rounds = args.rounds or (3 if args.quick else 30)
@@ -263,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print()
     print(table(rows))
+    if args.compile:
+        print()
+        print(compiled_table(rows))
     print()
     print("ms/step: median over rounds of a block's mean step time. ratio: median [25%-75%] over rounds of the")
     print("per-round ratio of adjacent blocks. clock cpu: CPU time of this process, which other jobs on the")
@@ -284,6 +289,22 @@ def table(rows: list[dict]) -> str:
             label = row["label"] if i == 0 else ""
             lines.append(f"{label:<14} {clock:<5} {r['torch']:>13.2f} {r['ppvae']:>13.2f} {fmt(r['ratio']):>21} "
                          f"{pyro_ms:>12} {pyro_ratio:>21}")
+    return "\n".join(lines)
+
+
+def compiled_table(rows: list[dict]) -> str:
+    """ppvae's compiled step (TrainConfig.compile) and the hand-written step compiled alike, against
+    the eager hand-written step and against each other."""
+    header = (f"{'objective':<14} {'clock':<5} {'ppvae-c ms/step':>15} {'torch-c ms/step':>15} {'ppvae-c/torch':>21} "
+              f"{'torch-c/torch':>21} {'ppvae-c/torch-c':>21}")
+    lines = ["compiled (torch.compile, inductor, fallback_random):", header, "-" * len(header)]
+    fmt = lambda q: f"{q[0]:.3f} [{q[1]:.2f}-{q[2]:.2f}]"  # noqa: E731
+    for row in rows:
+        for i, clock in enumerate(c for c in CLOCKS if c in row):
+            r = row[clock]
+            label = row["label"] if i == 0 else ""
+            lines.append(f"{label:<14} {clock:<5} {r['ppvae_c']:>15.2f} {r['torch_c']:>15.2f} {fmt(r['ratio_c']):>21} "
+                         f"{fmt(r['ratio_tc']):>21} {fmt(r['ratio_cc']):>21}")
     return "\n".join(lines)
 
 
@@ -346,6 +367,38 @@ def bench_objective(label, name, k, batches, num_data, device, rounds, block_sec
         p_opt.step()
 
     fns = {"torch": torch_step, "ppvae": ppvae_step}
+    if args.compile:  # ppvae's TrainConfig.compile, beside the same hand-written loss compiled alike
+        from ppvae.compile import _OPTIONS, compiled_loss
+
+        cm, cg = ppvae_pair()
+        c_loss = compiled_loss(get_objective(name, k), cm, cg, batches[0])
+        c_opt = torch.optim.Adam(parameters_of(cm, cg, batches[0]), lr=LR, betas=BETAS, eps=EPS)
+        cvae = TorchVAE.like(model, guide)
+        t_loss = torch.compile(lambda x: cvae.loss(x, name, k, num_data), dynamic=False, options=_OPTIONS)
+        t_opt = torch.optim.Adam(cvae.parameters(), lr=LR, betas=BETAS, eps=EPS)
+        with pyro.validation_enabled(False):  # the compiled losses equal the eager ones on the same draws
+            torch.manual_seed(1)
+            got_c = float(c_loss(cm, cg, x0, num_data))
+            torch.manual_seed(1)
+            got_t = float(t_loss(x0))
+        for who, value in (("compiled ppvae", got_c), ("compiled torch", got_t)):
+            if not math.isclose(value, ref, rel_tol=1e-4):
+                raise SystemExit(f"{label}: {who} loss {value} differs from the hand-written torch loss {ref}")
+
+        def ppvae_c_step():
+            loss = c_loss(cm, cg, next_batch("ppvae_c"), num_data)
+            c_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            c_opt.step()
+
+        def torch_c_step():
+            loss = t_loss(next_batch("torch_c"))
+            t_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            t_opt.step()
+
+        counter.update(ppvae_c=0, torch_c=0)
+        fns.update(ppvae_c=ppvae_c_step, torch_c=torch_c_step)
     if pyro_loss is not None:
         ym, yg = ppvae_pair()
         y_loss = pyro_objective(name, ym, yg, num_data)
@@ -380,6 +433,10 @@ def bench_objective(label, name, k, batches, num_data, device, rounds, block_sec
         row[clock]["ratio"] = paired_ratio(times["ppvae"][clock], times["torch"][clock])
         if "pyro" in times:
             row[clock]["pyro_ratio"] = paired_ratio(times["pyro"][clock], times["torch"][clock])
+        if "ppvae_c" in times:
+            row[clock]["ratio_c"] = paired_ratio(times["ppvae_c"][clock], times["torch"][clock])
+            row[clock]["ratio_tc"] = paired_ratio(times["torch_c"][clock], times["torch"][clock])
+            row[clock]["ratio_cc"] = paired_ratio(times["ppvae_c"][clock], times["torch_c"][clock])
     return row
 
 

@@ -104,7 +104,7 @@ TRAIN_OPTIONS = {
     "lr": "lr", "lr_schedule": "lr_schedule", "schedule_scale": "schedule_scale", "adam_eps": "adam_eps",
     "weight_decay": "weight_decay",
     "kl_warmup": "kl_warmup_epochs", "grad_clip": "grad_clip", "patience": "early_stopping_patience",
-    "seed": "seed", "device": "device", "scheme": "scheme",
+    "seed": "seed", "device": "device", "scheme": "scheme", "compile": "compile",
 }
 DATA_OPTIONS = {"dataset": "name", "data": "file", "data_root": "root", "limit": "limit"}  # -> meta["dataset"]
 
@@ -147,6 +147,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=positive_int, default=None, help="early stopping after this many epochs without a better valid metric [none]")
     g.add_argument("--seed", type=int, default=None, help=f"seeds the initial weights, batches and latents [{d.seed}]")
     g.add_argument("--device", default=None, help=f"auto | cpu | cuda | cuda:N [{d.device}]")
+    g.add_argument("--compile", action="store_const", const=True, default=None,
+                   help="torch.compile the loss: as fast as hand-written PyTorch on small networks, same random "
+                        "numbers; the first steps compile (seconds to a minute); bound scheme, built-in families [off]")
     g.add_argument("--out", default="runs/latest", help="run folder: checkpoints, metrics.jsonl, figures [runs/latest]")
     g.add_argument("--resume", nargs="?", const="last", choices=["last", "best"], default=None,
                    help="continue the run in --out from last.pt (or `--resume best`); its settings come from the checkpoint")

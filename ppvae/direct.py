@@ -44,7 +44,7 @@ from torch import nn
 
 from ppvae.distributions import normal_parts
 from ppvae.errors import ConfigError
-from ppvae.traces import DATA_PLATE, PairTrace, Site
+from ppvae.traces import DATA_PLATE, PairTrace, Site, probe_pair
 
 _ENABLED = True
 
@@ -156,8 +156,10 @@ def direct_trace(model: Callable, guide: Callable, x: torch.Tensor, args: tuple,
         return None
     batch = x.shape[0]
     shape = (num_particles, batch) if num_particles > 1 else (batch,)
-    # Pyro's path must draw the same numbers if this one gives up half-way
-    state = torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.is_cuda else None)
+    # Pyro's path must draw the same numbers if this one gives up half-way. Not while torch.compile
+    # traces the loss (ppvae.compile): nothing is drawn then, and get_rng_state would break its graph.
+    compiling = torch.compiler.is_compiling()
+    state = None if compiling else (torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.is_cuda else None))
     try:
         q = _Recorder(shape)
         guide.story(x, q)
@@ -165,12 +167,25 @@ def direct_trace(model: Callable, guide: Callable, x: torch.Tensor, args: tuple,
         model.story(x, p)
         sites = [_sites(r, batch, num_particles) for r in (p, q)]
     except _NotDirect:
+        if state is None:
+            return None
         torch.set_rng_state(state[0])
         if state[1] is not None:
             torch.cuda.set_rng_state(state[1], x.device)
         return None
     data_factor = num_data / batch if num_data is not None else 1.0
     return PairTrace(sites[0], sites[1], data_factor, data_factor, -2, -1, batch, list(q.sites), list(p.sites))
+
+
+def covers(model: Callable, guide: Callable, x: torch.Tensor, num_particles: int = 1) -> bool:
+    """Whether ``trace_pair`` takes the direct path for this pair and batch (with validation off,
+    as in training). Draws nothing from the caller's random stream."""
+    from ppvae.traces import probe_pair
+
+    devices = [x.device.index or 0] if x.is_cuda else []
+    with torch.no_grad(), pyro.validation_enabled(False), torch.random.fork_rng(devices=devices):
+        nesting = probe_pair(model, guide, x).nesting
+        return direct_trace(model, guide, x, (), {}, nesting, num_particles, None) is not None
 
 
 def _sites(recorder: _Recorder, batch: int, num_particles: int) -> dict[str, Site]:

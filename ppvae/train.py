@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda" | "cuda:N"
     progress: bool = True
     scheme: str = "auto"  # training scheme by name; "auto": the model's default_scheme, else "bound"
+    compile: bool = False  # torch.compile the bound scheme's loss (story-module pairs; see ppvae.compile)
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -83,6 +84,8 @@ class TrainConfig:
         for name in ("early_stopping_patience", "valid_particles"):
             if getattr(self, name) is not None:
                 _check(name, getattr(self, name), lambda v: int(v) == v and v >= 1, "a positive integer (or None)")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be True or False, got {self.compile!r}")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
@@ -208,6 +211,9 @@ class Trainer:
         probe = next(self.data.batches("train", min(cfg.batch_size, len(self.data)), self.batch_gen, device=self.device))[1]
         self.batch_gen.manual_seed(cfg.seed + 1)  # the probe batch must not shift the run's batches
         check_data(probe, self.data.likelihood, x_dim=self.data.x_dim, what=f"{self.data.name} training batch")
+        if cfg.compile and not getattr(self.scheme, "compiles", False):
+            raise ConfigError(f"compile=True compiles the bound scheme's loss; the {self.scheme.name!r} scheme "
+                              "runs eagerly: leave compile off")
         self.scheme.setup(self.model, self.guide, probe, cfg)
         self.scheme.to(self.device)
         if ckpt is not None and ckpt.get("param_store"):

@@ -62,6 +62,17 @@ def test_train_step_prints_every_objective():
     assert len(re.findall(r"^\s+wall\s+" + NUMBER, out, re.M)) == 4
 
 
+def test_train_step_compiled_rows():
+    """--compile: ppvae's compiled step (TrainConfig.compile) and the hand-written one compiled alike;
+    the script itself exits non-zero if either compiled loss differs from the eager hand-written one."""
+    out = run("train_step.py", "--compile", "--no-pyro", "--objectives", "elbo-analytic")
+    assert "compiled (torch.compile" in out
+    row = re.search(rf"^elbo-analytic\s+cpu\s+{NUMBER}\s+{NUMBER}" + rf"\s+{NUMBER} \[{NUMBER}-{NUMBER}\]" * 3 + "$",
+                    out, re.M)
+    assert row, out
+    assert all(math.isfinite(number(v)) and number(v) > 0 for v in row.groups())
+
+
 def test_adam_prints_the_three_implementations():
     out = run("adam.py")
     check_machine_line(out)

@@ -28,6 +28,7 @@ class BoundScheme(Scheme):
 
     name = "bound"
     mode = "max"
+    compiles = True  # honours TrainConfig.compile
 
     def __init__(self, objective: str | Objective | None = None, num_particles: int | None = None,
                  exclude: Callable[[Callable, Callable], list[torch.nn.Module]] | None = None):
@@ -36,6 +37,7 @@ class BoundScheme(Scheme):
         self._exclude = exclude
         self.objective: Objective | None = None
         self.valid_objective: Objective | None = None
+        self._compiled: Callable | None = None  # objective.loss under torch.compile (TrainConfig.compile)
 
     def setup(self, model, guide, x, config) -> None:
         objective, k = self._objective_spec
@@ -45,6 +47,17 @@ class BoundScheme(Scheme):
         else:
             self.objective = get_objective(objective, k or config.num_particles)
         self.valid_objective = self.objective.with_particles(config.valid_particles or self.objective.num_particles)
+        self._compiled = None
+        if getattr(config, "compile", False):
+            from ppvae.compile import compiled_loss
+
+            self._compiled = compiled_loss(self.objective, model, guide, x)
+            if self._compiled is None:
+                raise ConfigError(
+                    "compile=True compiles pairs whose model and guide are ppvae.direct.StoryModule (every built-in "
+                    f"family); this pair ({type(model).__name__}, {type(guide).__name__}) runs through Pyro's traces, "
+                    "which break torch.compile's graph at every site: leave compile off"
+                )
 
     @property
     def monitor(self) -> str:
@@ -55,7 +68,11 @@ class BoundScheme(Scheme):
         return {"pair": ParamGroup.from_config(parameters_of(model, guide, x, excluded), config)}
 
     def step(self, model, guide, x, y, ctx: StepContext) -> Iterator[Phase]:
-        loss = self.objective.loss(model, guide, x, num_data=ctx.num_data, beta=ctx.kl_weight)
+        beta = ctx.kl_weight
+        if self._compiled is not None and beta == 1.0:  # during a KL warm-up the eager loss (ppvae.compile)
+            loss = self._compiled(model, guide, x, ctx.num_data)
+        else:
+            loss = self.objective.loss(model, guide, x, num_data=ctx.num_data, beta=beta)
         # the loss is N/B times the minibatch sum: loss / N is this batch's mean, weighted by B
         yield Phase("train_loss", "pair", loss, value=loss.detach() / ctx.num_data, weight=x.shape[0])
 

@@ -1,0 +1,48 @@
+"""A bound's loss compiled with ``torch.compile`` (``TrainConfig.compile``, ``ppvae train --compile``).
+
+On the small networks of the papers, the Python around the arithmetic (building distributions,
+the trace, the per-site reductions) is a visible part of a training step: eager ppvae's step is
+1.05-1.09x a hand-written PyTorch step for the one-layer IWAE-paper VAE at batch 100 on one CPU
+thread. Compiled, the loss is one graph whose elementwise work inductor fuses, and the step is as
+fast as a hand-written one (``python benchmarks/train_step.py --compile``; benchmarks/README.md).
+
+What stays the same:
+- **The random numbers.** Inductor's ``fallback_random`` option makes the compiled graph draw from
+  torch's own generator, as the eager loss does: same seed, same draws. Values and gradients then
+  equal the eager ones up to the float rounding of fused kernels (tested).
+- **Only pairs on the direct path are compiled** (both model and guide :class:`ppvae.direct.StoryModule`,
+  every built-in family of the bound scheme). A Pyro trace breaks dynamo's graph at every sample
+  site (Pyro's ``Message`` TypedDict), which makes a compiled Pyro program slower, not faster: for
+  other pairs ``compiled_loss`` returns None and the caller says so and runs eagerly.
+- **The KL warm-up** changes its weight every step; a compiled graph specializes on such a number
+  and would recompile each step, so while the weight is below 1 the eager loss runs
+  (:class:`ppvae.schemes.bound.BoundScheme`).
+
+Costs: the first step compiles (seconds to a minute on a CPU, cached by torch afterwards), and a
+second compile follows for the epoch's last, smaller batch (``dynamic=False``: the full batch keeps
+its specialized kernels). On a CUDA device the same call compiles to Triton kernels (not measured
+here: no GPU was lent to this project's sessions).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ppvae.direct import covers
+from ppvae.objectives import Objective
+
+_OPTIONS = {"fallback_random": True}  # draw from torch's generator, as the eager loss does
+
+
+def compiled_loss(objective: Objective, model: Callable, guide: Callable, x: torch.Tensor) -> Callable | None:
+    """``objective.loss`` compiled for this pair, as ``f(model, guide, x, num_data) -> loss``; None
+    when the pair is not on the direct path (see the module docstring), decided on the batch ``x``."""
+    if not covers(model, guide, x, objective.num_particles):
+        return None
+
+    def loss(model, guide, x, num_data):
+        return objective.loss(model, guide, x, num_data=num_data)
+
+    return torch.compile(loss, dynamic=False, options=_OPTIONS)
