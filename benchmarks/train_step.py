@@ -378,9 +378,9 @@ def bench_objective(label, name, k, batches, num_data, device, rounds, block_sec
         t_opt = torch.optim.Adam(cvae.parameters(), lr=LR, betas=BETAS, eps=EPS)
         with pyro.validation_enabled(False):  # the compiled losses equal the eager ones on the same draws
             torch.manual_seed(1)
-            got_c = float(c_loss(cm, cg, x0, num_data))
+            got_c = float(c_loss(cm, cg, x0, num_data).detach())
             torch.manual_seed(1)
-            got_t = float(t_loss(x0))
+            got_t = float(t_loss(x0).detach())
         for who, value in (("compiled ppvae", got_c), ("compiled torch", got_t)):
             if not math.isclose(value, ref, rel_tol=1e-4):
                 raise SystemExit(f"{label}: {who} loss {value} differs from the hand-written torch loss {ref}")

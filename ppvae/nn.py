@@ -56,4 +56,6 @@ class GaussianNet(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw = self.net(h).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + self.min_scale
+        scale = F.softplus(raw)
+        # adding a zero floor would be one more operation forward and backward for nothing
+        return loc, scale + self.min_scale if self.min_scale else scale
