@@ -28,6 +28,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="override the budget's batch size (paper: 20); a cell's folder keeps its first choice")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each cell's loss (TrainConfig.compile: same random numbers, faster steps; "
+                        "a run may switch on resume)")
 
 
 def add_parser(subparsers) -> None:
@@ -70,7 +73,7 @@ def _setup(args):
     spec = dataset_meta(DATASET_OF[args.binarization], None, root, limit=budget.limit, valid_size=0, seed=args.seed)
     kwargs = dict(binarization=args.binarization, data_spec=spec, device=device, eval_samples=args.eval_samples,
                   eval_points=args.eval_points, seed=args.seed, batch_size=args.batch_size,
-                  log=lambda s: print(s, flush=True))
+                  compile=args.compile, log=lambda s: print(s, flush=True))
     print(f"budget {budget.name}: {budget.description}; {len(data)} training images ({args.binarization} binarization), "
           f"device {device}", flush=True)
     return budget, data, kwargs

@@ -47,7 +47,7 @@ def run_continuation(first: str, k: int, layers: int, budget: Budget, data, out_
                      data_spec: dict, device: torch.device | str = "cpu", eval_samples: int | None = None,
                      eval_points: int | None = None, seed: int = 0, batch_size: int | None = None,
                      continue_epochs: int | None = None, continue_lr: float = CONTINUE_LR, control: bool = False,
-                     log: Callable[[str], None] = print) -> dict:
+                     compile: bool = False, log: Callable[[str], None] = print) -> dict:
     """Stage 1 with objective ``first`` ("vae" | "iwae"), stage 2 with the other (with the same one
     when ``control``); returns and writes the before/after ``result.json`` of stage 2's folder."""
     if first not in OTHER:
@@ -59,7 +59,7 @@ def run_continuation(first: str, k: int, layers: int, budget: Budget, data, out_
     eval_points = eval_points if eval_points is not None else budget.eval_points
     continue_epochs = continue_epochs or budget.continue_epochs
     common = dict(binarization=binarization, data_spec=data_spec, device=device, eval_samples=eval_samples,
-                  eval_points=eval_points, seed=seed, batch_size=batch_size, log=log)
+                  eval_points=eval_points, seed=seed, batch_size=batch_size, compile=compile, log=log)
     before = run_cell(Cell(first, k, layers), budget, data, out_root, **common)
     stage1 = Path(out_root) / binarization / before["cell"]
     folder = Path(out_root) / binarization / "continuation" / f"{first}-to-{second}-k{k}-L{layers}"
@@ -73,7 +73,7 @@ def run_continuation(first: str, k: int, layers: int, budget: Budget, data, out_
     cell2 = Cell(second, k, layers)
     config = TrainConfig(objective=cell2.train_objective, num_particles=k, epochs=continue_epochs,
                          batch_size=batch_size or budget.batch_size, lr=continue_lr, lr_schedule="constant",
-                         adam_eps=1e-4, seed=seed, device=str(device), progress=False)
+                         adam_eps=1e-4, seed=seed, device=str(device), progress=False, compile=compile)
     model, guide, _ = build("vae", data.x_dim, {"stochastic_layers": layers}, seed=seed)
     resume = (folder / "last.pt").exists()
     if resume:

@@ -153,11 +153,13 @@ def parse_cells(spec: str | None) -> list[Cell]:
     return out
 
 
-def train_config(cell: Cell, budget: Budget, *, seed: int = 0, device: str = "auto", batch_size: int | None = None) -> TrainConfig:
-    """The paper's optimizer settings for one cell under ``budget``."""
+def train_config(cell: Cell, budget: Budget, *, seed: int = 0, device: str = "auto", batch_size: int | None = None,
+                 compile: bool = False) -> TrainConfig:
+    """The paper's optimizer settings for one cell under ``budget`` (``compile``: how, not what, is computed)."""
     return TrainConfig(objective=cell.train_objective, num_particles=cell.k, epochs=budget.epochs,
                        batch_size=batch_size or budget.batch_size, lr=budget.lr, lr_schedule=budget.lr_schedule,
-                       schedule_scale=budget.schedule_scale, adam_eps=1e-4, seed=seed, device=device, progress=False)
+                       schedule_scale=budget.schedule_scale, adam_eps=1e-4, seed=seed, device=device, progress=False,
+                       compile=compile)
 
 
 # Fields a resumed cell must share with the checkpoint it resumes from (epochs may grow under the
@@ -181,14 +183,15 @@ def _check_resumable(last: Path, config: TrainConfig) -> int:
 
 def run_cell(cell: Cell, budget: Budget, data, out_root: str | Path, *, binarization: str, data_spec: dict,
              device: torch.device | str = "cpu", eval_samples: int | None = None, eval_points: int | None = None,
-             seed: int = 0, batch_size: int | None = None, log: Callable[[str], None] = print) -> dict:
+             seed: int = 0, batch_size: int | None = None, compile: bool = False,
+             log: Callable[[str], None] = print) -> dict:
     """Train (or resume) one cell in ``out_root/<binarization>/<cell>/``, evaluate it on the test
     set, write and return its ``result.json``. A cell whose result already matches the budget and
     evaluation settings is not touched."""
     cell_dir = Path(out_root) / binarization / cell.name
     eval_samples = eval_samples or budget.eval_samples
     eval_points = eval_points if eval_points is not None else budget.eval_points
-    config = train_config(cell, budget, seed=seed, device=str(device), batch_size=batch_size)
+    config = train_config(cell, budget, seed=seed, device=str(device), batch_size=batch_size, compile=compile)
     result_path = cell_dir / "result.json"
     done = finished_result(cell_dir, budget.name, config.epochs, eval_samples, eval_points)
     if done is not None:
