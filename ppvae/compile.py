@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from ppvae.direct import covers
+from ppvae.errors import ConfigError
 from ppvae.objectives import Objective
 
 _OPTIONS = {"fallback_random": True}  # draw from torch's generator, as the eager loss does
@@ -41,8 +42,23 @@ def compiled_loss(objective: Objective, model: Callable, guide: Callable, x: tor
     when the pair is not on the direct path (see the module docstring), decided on the batch ``x``."""
     if not covers(model, guide, x, objective.num_particles):
         return None
+    if x.device.type == "cpu":
+        _check_cpp_compiler()
 
     def loss(model, guide, x, num_data):
         return objective.loss(model, guide, x, num_data=num_data)
 
     return torch.compile(loss, dynamic=False, options=_OPTIONS)
+
+
+def _check_cpp_compiler() -> None:
+    """Inductor builds C++ on the CPU: say so now, not in a traceback from deep inside the first step."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch layout: let torch.compile speak for itself
+        return
+    try:
+        get_cpp_compiler()
+    except Exception as e:
+        raise ConfigError(f"compile=True needs a C++ compiler on the CPU (torch's inductor builds its kernels with "
+                          f"one), and none was found ({e}): install g++ (or set CXX), or leave compile off") from None

@@ -96,3 +96,12 @@ def test_compile_is_refused_by_the_schemes_that_run_eagerly_and_must_be_a_bool()
         ppvae.fit(model, guide, data, epochs=1, compile=True, progress=False)
     with pytest.raises(ConfigError, match="compile must be True or False"):
         ppvae.TrainConfig(compile="yes")
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-compiler++",))
+    model, guide = _pair()
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        compiled_loss(ppvae.get_objective("elbo"), model, guide, _batch())
