@@ -88,3 +88,13 @@ def test_final_results_put_a_cells_own_evaluation_at_its_cpu_hours(tmp_path):
                                                   "num_test": 10000, "epochs_trained": 3}))
     assert iwae_snapshots.final_results(tmp_path) == [{"cell": "k1-L1", "schedule": "fast-3", "nll": 88.9, "nll_se": 0.25,
                                                         "points": 10000, "cpu_hours": 1.5}]
+
+
+def test_the_grid_csvs_fast_rows_become_stars_and_nothing_else_does(tmp_path):
+    grid = tmp_path / "iwae_table1.csv"
+    grid.write_text("cell,objective,k,layers,binarization,budget,epochs,nll,nll_se,active_units,paper_nll,cpu_hours\n"
+                    "k1-L1,vae,1,1,dynamic,medium,44,95.86,0.27,25,86.76,0.143\n"
+                    "iwae-k5-L1,iwae,5,1,dynamic,fast-500,500,86.61,0.23,20,85.54,1.61\n"
+                    "k1-L1,vae,1,1,fixed,fast-600,600,90.0,0.3,14,88.71,1.2\n")
+    assert iwae_snapshots.read_finals(grid) == [{"cell": "iwae-k5-L1", "schedule": "fast-500", "nll": 86.61, "nll_se": 0.23,
+                                                 "points": 10000, "cpu_hours": 1.61}]

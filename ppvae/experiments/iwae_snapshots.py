@@ -132,6 +132,18 @@ def final_results(out: Path, binarization: str = "dynamic") -> list[dict]:
     return finals
 
 
+def read_finals(path: Path) -> list[dict]:
+    """The `fast` rows of ``docs/results/iwae_table1.csv`` (each cell's own all-points evaluation
+    and training CPU-hours) as stars for the figure: they outlive the run folders."""
+    finals = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("budget", "").startswith("fast") and r.get("binarization", "dynamic") == "dynamic" and r.get("nll"):
+                finals.append({"cell": r["cell"], "schedule": r["budget"], "nll": float(r["nll"]), "nll_se": float(r["nll_se"]),
+                               "points": 10_000, "cpu_hours": float(r["cpu_hours"])})
+    return finals
+
+
 def save_nll_figure(rows: list[dict], path: Path, finals: list[dict] = ()) -> Path:
     from matplotlib.figure import Figure
 
@@ -174,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--include", type=Path, default=None, help="an earlier CSV of this command: its rows join the figure and the CSV")
+    p.add_argument("--finals", type=Path, default=None,
+                   help="docs/results/iwae_table1.csv: its fast-budget rows (all 10,000 digits) join the figure as stars")
     p.add_argument("--csv", type=Path, default=None)
     p.add_argument("--figure", type=Path, default=None)
     args = p.parse_args(argv)
@@ -199,6 +213,9 @@ def main(argv=None) -> int:
         print(f"wrote {args.csv}")
     if args.figure:
         finals = [f for out in args.out for f in final_results(out)]
+        if args.finals:  # a finished cell's own result.json wins over its CSV row
+            have = {(f["cell"], f["schedule"]) for f in finals}
+            finals += [f for f in read_finals(args.finals) if (f["cell"], f["schedule"]) not in have]
         print(f"wrote {save_nll_figure(rows, args.figure, finals)}")
     return 0
 
