@@ -9,7 +9,11 @@ fast as a hand-written one (``python benchmarks/train_step.py --compile``; bench
 What stays the same:
 - **The random numbers.** Inductor's ``fallback_random`` option makes the compiled graph draw from
   torch's own generator, as the eager loss does: same seed, same draws. Values and gradients then
-  equal the eager ones up to the float rounding of fused kernels (tested).
+  equal the eager ones up to the float rounding of fused kernels (tested). Over a long run those
+  rounding differences grow as they do under any change of summation order (measured on IWAE
+  k=5, batch 20: equal at the first step, 2e-5 apart after 50 steps, 2% after 100): a compiled
+  run is an equally valid run, not the eager run bit for bit. The setting is recorded with the
+  run, so a resumed run keeps it and stays bit-identical to an uninterrupted one.
 - **Only pairs on the direct path are compiled** (both model and guide :class:`ppvae.direct.StoryModule`,
   every built-in family of the bound scheme). A Pyro trace breaks dynamo's graph at every sample
   site (Pyro's ``Message`` TypedDict), which makes a compiled Pyro program slower, not faster: for
