@@ -98,13 +98,14 @@ def test_compile_is_refused_by_the_schemes_that_run_eagerly_and_must_be_a_bool()
         ppvae.TrainConfig(compile="yes")
 
 
-def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
+def test_compile_without_a_cpp_compiler_is_a_clear_error():
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-compiler++",))
     model, guide = _pair()
-    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
-        compiled_loss(ppvae.get_objective("elbo"), model, guide, _batch())
+    # inductor's own patch: a monkeypatch of its config proxy does not restore it cleanly
+    with inductor_config.patch({"cpp.cxx": ("no-such-compiler++",)}):
+        with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+            compiled_loss(ppvae.get_objective("elbo"), model, guide, _batch())
 
 
 def test_a_compiled_run_resumes_bit_identically(tmp_path):
