@@ -2,7 +2,7 @@
 
 On the small networks of the papers, the Python around the arithmetic (building distributions,
 the trace, the per-site reductions) is a visible part of a training step: eager ppvae's step is
-1.05-1.09x a hand-written PyTorch step for the one-layer IWAE-paper VAE at batch 100 on one CPU
+1.03-1.12x a hand-written PyTorch step for the one-layer IWAE-paper VAE at batch 100 on one CPU
 thread. Compiled, the loss is one graph whose elementwise work inductor fuses, and the step is as
 fast as a hand-written one (``python benchmarks/train_step.py --compile``; benchmarks/README.md).
 
@@ -17,7 +17,8 @@ What stays the same:
 - **Only pairs on the direct path are compiled** (both model and guide :class:`ppvae.direct.StoryModule`,
   every built-in family of the bound scheme). A Pyro trace breaks dynamo's graph at every sample
   site (Pyro's ``Message`` TypedDict), which makes a compiled Pyro program slower, not faster: for
-  other pairs ``compiled_loss`` returns None and the caller says so and runs eagerly.
+  other pairs ``compiled_loss`` returns None, and the bound scheme refuses ``compile=True`` with a
+  message.
 - **The KL warm-up** changes its weight every step; a compiled graph specializes on such a number
   and would recompile each step, so while the weight is below 1 the eager loss runs
   (:class:`ppvae.schemes.bound.BoundScheme`).

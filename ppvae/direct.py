@@ -158,8 +158,8 @@ def direct_trace(model: Callable, guide: Callable, x: torch.Tensor, args: tuple,
     shape = (num_particles, batch) if num_particles > 1 else (batch,)
     # Pyro's path must draw the same numbers if this one gives up half-way. Not while torch.compile
     # traces the loss (ppvae.compile): nothing is drawn then, and get_rng_state would break its graph.
-    compiling = torch.compiler.is_compiling()
-    state = None if compiling else (torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.is_cuda else None))
+    state = None if torch.compiler.is_compiling() else \
+        (torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.is_cuda else None))
     try:
         q = _Recorder(shape)
         guide.story(x, q)
@@ -180,8 +180,6 @@ def direct_trace(model: Callable, guide: Callable, x: torch.Tensor, args: tuple,
 def covers(model: Callable, guide: Callable, x: torch.Tensor, num_particles: int = 1) -> bool:
     """Whether ``trace_pair`` takes the direct path for this pair and batch (with validation off,
     as in training). Draws nothing from the caller's random stream."""
-    from ppvae.traces import probe_pair
-
     devices = [x.device.index or 0] if x.is_cuda else []
     with torch.no_grad(), pyro.validation_enabled(False), torch.random.fork_rng(devices=devices):
         nesting = probe_pair(model, guide, x).nesting
