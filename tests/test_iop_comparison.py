@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,12 @@ def test_cells_and_settings():
     mnist = BUDGETS["medium"].for_dataset("mnist")
     assert mnist == BUDGETS["medium"].for_dataset("omniglot")  # no overrides: the budget itself
     assert (mnist.epochs, mnist.kl_warmup_epochs) == (BUDGETS["medium"].epochs, BUDGETS["medium"].kl_warmup_epochs)
+    # warmup: the authors' 100-epoch KL warm-up run to its end on MNIST (the VampPrior is judged
+    # only once the KL weight has reached 1), Frey Face as at medium
+    warm = BUDGETS["warmup"].for_dataset("mnist")
+    assert (warm.epochs, warm.kl_warmup_epochs, warm.patience) == (100, 100.0, None)
+    assert train_config(warm).kl_warmup_epochs == warm.epochs == train_config(warm).epochs
+    assert BUDGETS["warmup"].for_dataset("frey-face") == replace(frey, name="warmup", description=BUDGETS["warmup"].description)
 
 
 def test_poster_numbers_match_reference():
