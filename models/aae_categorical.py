@@ -34,6 +34,8 @@ class CategoricalAAEConfig:
     min_scale: float = 1e-3  # floor of the Gaussian decoder's standard deviation
     dropout: float = 0.0  # dropout after each hidden layer of encoder and decoder, in training only: it
     #                       regularizes q(y | x), which otherwise memorizes a small labelled subset
+    labelled_reconstruction: bool = False  # also reconstruct the labelled minibatch with its true label as y
+    #                                        (not in the paper; ppvae.schemes.categorical's docstring)
 
     def __post_init__(self):
         if self.likelihood not in ("bernoulli", "normal"):
@@ -52,6 +54,8 @@ class CategoricalAAEConfig:
         elif self.labels % self.num_classes:
             raise ConfigError(f"labels={self.labels} cannot be balanced over num_classes={self.num_classes}: "
                               f"use a multiple of {self.num_classes} (100 labels = 10 per class)")
+        if not isinstance(self.labelled_reconstruction, bool):
+            raise ConfigError(f"labelled_reconstruction must be true or false, got {self.labelled_reconstruction!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
         if not self.prior_scale > 0 or not self.head_distance > 0:

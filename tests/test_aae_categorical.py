@@ -66,10 +66,10 @@ def test_the_supervised_phase_reads_only_the_labelled_training_rows():
     seen = []
     original = scheme.supervised_phase
 
-    def spy(guide_, ctx):
+    def spy(guide_, ctx, *batch):
         hook = guide_.net.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
         try:
-            return original(guide_, ctx)
+            return original(guide_, ctx, *batch)
         finally:
             hook.remove()
 
@@ -165,7 +165,7 @@ def test_the_supervised_phase_alone_learns_a_linearly_separable_toy():
     before = (guide.linear(xte).argmax(-1) != yte).float().mean()
     for step in range(200):
         ctx.step = step
-        phase = scheme.supervised_phase(guide, ctx)
+        phase = scheme.supervised_phase(guide, ctx, *scheme.labelled_minibatch(ctx))
         opt.zero_grad()
         phase.loss.backward()
         opt.step()
@@ -188,6 +188,7 @@ def named(*modules) -> dict[str, torch.Tensor]:
     {"labels": 100},  # semi-supervised
     {"labels": 0, "num_classes": 16},  # unsupervised clustering
     {"labels": 50, "cluster_heads": True, "z_dim": 2},  # dimensionality reduction with cluster heads
+    {"labels": 100, "labelled_reconstruction": True},  # the labelled minibatch also reconstructed
 ])
 def test_every_network_trains(digits, options):
     """Every parameter of the decoder (and cluster heads), the encoder and both discriminators
@@ -206,6 +207,7 @@ def test_every_network_trains(digits, options):
               "discriminator_y_accuracy", "discriminator_z_accuracy"}
     assert phases <= set(last)
     assert ("supervised_loss" in last) == bool(options["labels"])
+    assert ("labelled_reconstruction_loss" in last) == bool(options.get("labelled_reconstruction"))
     assert ("valid_error" if options["labels"] else "valid_cluster_error") in last
 
 
@@ -237,6 +239,33 @@ def test_the_model_is_the_generative_story_and_the_reconstruction_reads_it(digit
     torch.testing.assert_close(log_lik.detach(), hand)
     draws = model.sample_prior(500)
     assert draws["y"].sum(-1).eq(1).all() and draws["z"].shape == (500, 10)
+
+
+def test_the_labelled_reconstruction_reads_the_true_label(digits):
+    """labelled_reconstruction: -log p(x | y = label, z) on the labelled minibatch, z the guide's code
+    and y the one-hot *true* label (not the guide's softmax), on the autoencoder's group; by hand."""
+    model, guide, _ = ppvae.build("aae-categorical", digits.x_dim, {**SMALL, "labelled_reconstruction": True}, seed=0)
+    x, labels = digits.train[:30], digits.labels("train")[:30]
+    with torch.no_grad():  # a decoder that reads y strongly, so that which y it is given shows
+        model.decoder[0].weight[:, :10] *= 50
+    phase = CategoricalAdversarialScheme().labelled_reconstruction_phase(model, guide, x, labels)
+    with torch.no_grad():
+        probs, z = guide.encode(x)
+
+        def nll(y):
+            logits = model.decoder(torch.cat([y, z], -1))
+            return -(x * logits - nn.functional.softplus(logits)).sum(-1).mean()
+
+        hand, at_guides_y = nll(nn.functional.one_hot(labels, 10).float()), nll(probs)
+    assert phase.group == "autoencoder" and phase.name == "labelled_reconstruction_loss"
+    torch.testing.assert_close(phase.loss.detach(), hand)
+    assert abs(float(hand - at_guides_y)) > 0.1  # the label matters: the guide's y gives another value
+    phase.loss.backward()  # it trains the decoder and the style head of the encoder
+    assert model.decoder[0].weight.grad.abs().sum() > 0 and guide.net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="labelled_reconstruction"):
+        CategoricalAdversarialScheme(labelled_reconstruction="yes")
+    with pytest.raises(ConfigError, match="labelled_reconstruction"):
+        ppvae.build("aae-categorical", 64, {"labelled_reconstruction": 1})
 
 
 def test_the_cluster_head_penalty_is_the_papers_hinge():

@@ -58,9 +58,10 @@ PAPER = {"semi-100": 1.90, "semi-1000": 1.60, "semi-all": 0.85, "cluster-16": 9.
 
 
 def options_for(name: str, hidden: tuple[int, ...], likelihood: str, dropout: float = 0.0,
-                z_dim: int | None = None) -> tuple[str, dict]:
+                z_dim: int | None = None, labelled_reconstruction: bool = False) -> tuple[str, dict]:
     """The run's model options; ``dropout`` and ``z_dim`` (the style size) apply to the categorical
-    AAEs with a free style (not the 2-D cluster-head model) and are left out when not set, so
+    AAEs with a free style (not the 2-D cluster-head model), ``labelled_reconstruction`` to the
+    semi-supervised ones; each is left out when not set, so
     earlier runs' options, and so their folders, are unchanged."""
     family, options, kind = RUNS[name]
     opts = {**options, "likelihood": likelihood}
@@ -71,14 +72,17 @@ def options_for(name: str, hidden: tuple[int, ...], likelihood: str, dropout: fl
     if kind in ("semi", "cluster"):
         opts.update({"dropout": dropout} if dropout else {})
         opts.update({"z_dim": z_dim} if z_dim is not None else {})
+    if kind == "semi" and labelled_reconstruction:
+        opts["labelled_reconstruction"] = True
     return family, opts
 
 
 def train(name: str, data, *, epochs: int, hidden: tuple[int, ...], out: Path, seed: int, lr: float,
           betas: tuple[float, float], batch_size: int, progress: bool, supervised_lr: float | None = None,
-          lr_schedule: str = "constant", lr_gamma: float = 0.99, dropout: float = 0.0, z_dim: int | None = None):
+          lr_schedule: str = "constant", lr_gamma: float = 0.99, dropout: float = 0.0, z_dim: int | None = None,
+          labelled_reconstruction: bool = False):
     """Train (or resume, or just load when done) one model in ``out/name``; returns (model, guide, history)."""
-    family, opts = options_for(name, hidden, data.likelihood, dropout, z_dim)
+    family, opts = options_for(name, hidden, data.likelihood, dropout, z_dim, labelled_reconstruction)
     model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
     folder = out / name
     resume = (folder / "last.pt").exists()
@@ -258,6 +262,9 @@ def main(argv=None) -> int:
     p.add_argument("--z-dim", type=int, default=None,
                    help="style size of the semi-supervised and clustering AAEs [10]; a smaller one leaves the class "
                         "fewer dimensions to hide in")
+    p.add_argument("--labelled-reconstruction", action="store_true",
+                   help="semi-supervised runs: also reconstruct each labelled minibatch with its true label as y "
+                        "(not in the paper; see ppvae.schemes.categorical)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help=f"comma-separated runs (default: all of {', '.join(RUNS)})")
     p.add_argument("--out", default="runs/aae-categorical")
@@ -286,10 +293,10 @@ def main(argv=None) -> int:
                                       seed=args.seed, lr=args.lr, betas=(args.beta1, 0.999), batch_size=args.batch_size,
                                       progress=args.progress, supervised_lr=args.supervised_lr,
                                       lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma, dropout=args.dropout,
-                                      z_dim=args.z_dim)
+                                      z_dim=args.z_dim, labelled_reconstruction=args.labelled_reconstruction)
         if RUNS[name][2] in ("semi", "cluster", "heads"):
             settings = {k: getattr(args, k) for k in ("lr", "lr_schedule", "lr_gamma", "beta1", "supervised_lr", "batch_size", "seed", "hidden",
-                                                      "dropout", "z_dim")}
+                                                      "dropout", "z_dim", "labelled_reconstruction")}
             r = evaluate(name, model, guide, data, history, out / name, up, settings)
             paper = f" (paper {PAPER[name]:.2f}%)" if name in PAPER else ""
             print(f"{name}: test error {100 * r['error']:.2f}%{paper} after {r['epochs']} epochs, {r['wall_s']:.0f} s", flush=True)

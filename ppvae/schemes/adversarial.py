@@ -265,6 +265,11 @@ def reconstruction(model: Callable, guide: Callable, x: torch.Tensor, site: str,
     replayed against a guide trace (as the ELBO reads them); and the code z."""
     guide_tr = poutine.trace(guide).get_trace(x, **kwargs)
     model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, **kwargs)
+    return observed_log_prob(model_tr, x.shape[0]), guide_tr.nodes[site]["value"]
+
+
+def observed_log_prob(model_tr, batch_size: int) -> torch.Tensor:
+    """The sum of a model trace's observed sites' log-densities, per datapoint (B,)."""
     total = None
     for node in model_tr.nodes.values():
         if node["type"] == "sample" and node["is_observed"] and not site_is_subsample(node):
@@ -274,7 +279,7 @@ def reconstruction(model: Callable, guide: Callable, x: torch.Tensor, site: str,
             total = lp if total is None else total + lp
     if total is None:
         raise ConfigError("the model has no observed site: the reconstruction phase needs pyro.sample('x', ..., obs=x)")
-    return total.reshape(x.shape[0]), guide_tr.nodes[site]["value"]
+    return total.reshape(batch_size)
 
 
 def latent_sites(trace) -> dict[str, torch.Tensor]:

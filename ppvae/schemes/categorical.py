@@ -8,6 +8,7 @@ Per minibatch, in the order of Makhzani et al. (2016, Section 5)::
     discriminator_z  (group "discriminator_z": D_z)          z ~ N(0, I) real, q(z | x) fake
     generator_z      (group "generator_z": the guide)        fool D_z
     supervised       (group "classifier": the guide)         min -log q(y = label | x) on a labelled minibatch
+    [labelled reconstruction (group "autoencoder")            min -log p(x | y = label, z), z from q(z | x): optional]
 
 The first five are :class:`ppvae.schemes.AdversarialScheme` with the two sites ``("y", "z")``: codes
 come from the guide's trace, prior draws from the model, and log p(x | y, z) from the model
@@ -18,6 +19,12 @@ scheme ignores: the unlabelled phases see all training images, only the subset's
 used. The draw uses the run's checkpointed batch generator (``StepContext.generator``), so a
 resumed run is bit-identical. With ``labels=0`` there is no supervised phase: the unsupervised
 clustering AAE of Section 6, y its cluster.
+
+``labelled_reconstruction=True`` adds a phase the paper does not have: the labelled minibatch is
+also reconstructed with its *true* label as y (the style z still from the guide), as in a public
+reimplementation (musyoku/adversarial-autoencoder) and in the M2 model of Kingma et al. (2014). It
+tells the decoder directly that y is the class, so that the class has less reason to hide in z.
+It draws nothing extra from the generator: with it off, runs are those of before.
 
 The validation metric: the classification error of argmax q(y | x) on the validation split
 (``valid_error``) when supervised, so ``best.pt`` is chosen without the test set; the
@@ -37,7 +44,7 @@ from pyro import poutine
 from torch import nn
 
 from ppvae.errors import ConfigError
-from ppvae.schemes.adversarial import AdversarialScheme, _NoModel
+from ppvae.schemes.adversarial import AdversarialScheme, _NoModel, observed_log_prob
 from ppvae.schemes.base import ParamGroup, Phase, StepContext
 from ppvae.schemes.bound import parameters_of
 from ppvae.semisupervised import ALL, class_probabilities, classification_error, clustering_error, labelled_subset
@@ -50,7 +57,9 @@ class CategoricalAdversarialScheme(AdversarialScheme):
     ``labels`` (labelled training examples: a multiple of the class count, ``"all"``, 0 for none,
     or your own subset as a 1-D tensor of training-split indices), ``label_seed``, ``hidden`` (both discriminators' widths; default the model's),
     ``supervised_batch_size`` (default the run's batch size; never more than the subset),
-    ``supervised_weight``, ``supervised_lr`` (default the run's lr), and the adversarial options of
+    ``supervised_weight``, ``supervised_lr`` (default the run's lr), ``labelled_reconstruction``
+    (reconstruct the labelled minibatch with its true label as y: module docstring; default the
+    model's config, else off), and the adversarial options of
     :class:`AdversarialScheme` (``noise_std``, ``generator_loss``, step counts, learning rates).
     """
 
@@ -60,7 +69,8 @@ class CategoricalAdversarialScheme(AdversarialScheme):
                  labels: int | str | torch.Tensor | None = None,
                  label_seed: int | None = None, class_site: str = "y", style_site: str = "z",
                  hidden: Sequence[int] | None = None, supervised_batch_size: int | None = None,
-                 supervised_weight: float = 1.0, supervised_lr: float | None = None, **options):
+                 supervised_weight: float = 1.0, supervised_lr: float | None = None,
+                 labelled_reconstruction: bool | None = None, **options):
         super().__init__(discriminators, site=(class_site, style_site), hidden=hidden or (1000, 1000), **options)
         self._given: torch.Tensor | None = None  # a subset of the user's own, as training indices
         if isinstance(labels, (torch.Tensor, list, tuple)):
@@ -80,6 +90,9 @@ class CategoricalAdversarialScheme(AdversarialScheme):
         self.labels, self.label_seed, self._hidden_given = labels, label_seed, hidden is not None
         self.class_site, self.style_site = class_site, style_site
         self.supervised_batch_size, self.w_sup, self.sup_lr = supervised_batch_size, float(supervised_weight), supervised_lr
+        if labelled_reconstruction is not None and not isinstance(labelled_reconstruction, bool):
+            raise ConfigError(f"labelled_reconstruction must be true or false, got {labelled_reconstruction!r}")
+        self.labelled_reconstruction = labelled_reconstruction
         self._subset: tuple[int, torch.Tensor] | None = None  # (id of the dataset, indices): rebuilt, never saved
 
     @property
@@ -101,6 +114,8 @@ class CategoricalAdversarialScheme(AdversarialScheme):
             _check_labels(self.labels)
         if self.label_seed is None:
             self.label_seed = int(getattr(model_config, "label_seed", 0))
+        if self.labelled_reconstruction is None:
+            self.labelled_reconstruction = bool(getattr(model_config, "labelled_reconstruction", False))
         super().setup(model, guide, x, config)
         self.num_classes = int(getattr(model_config, "num_classes", 0) or self._probe_classes(guide, x))
         if self.supervised and self._given is None and self.labels != ALL and self.labels % self.num_classes:
@@ -125,7 +140,10 @@ class CategoricalAdversarialScheme(AdversarialScheme):
         # y, the minibatch's labels, is deliberately dropped: only the labelled subset's are used
         yield from super().step(model, guide, x, None, ctx)
         if self.supervised:
-            yield self.supervised_phase(guide, ctx)
+            x_l, labels = self.labelled_minibatch(ctx)
+            yield self.supervised_phase(guide, ctx, x_l, labels)
+            if self.labelled_reconstruction:
+                yield self.labelled_reconstruction_phase(model, guide, x_l, labels)
 
     def reconstruction_phase(self, model, guide, x, kwargs, ctx: StepContext) -> Phase:
         phase = super().reconstruction_phase(model, guide, x, kwargs, ctx)
@@ -136,8 +154,8 @@ class CategoricalAdversarialScheme(AdversarialScheme):
             phase.metrics["head_distance_penalty"] = p.detach()
         return phase
 
-    def supervised_phase(self, guide, ctx: StepContext) -> Phase:
-        """Cross-entropy of q(y | x) on a minibatch of the labelled subset."""
+    def labelled_minibatch(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of a minibatch of the labelled subset, on the run's device."""
         subset = self.labelled_indices(ctx.data)
         size = min(self.supervised_batch_size or ctx.config.batch_size, subset.numel())
         # drawn without replacement with the run's checkpointed generator: bit-identical on resume
@@ -145,14 +163,30 @@ class CategoricalAdversarialScheme(AdversarialScheme):
         x = ctx.data.train.index_select(0, pick)
         if ctx.data.dynamic_binarization:
             x = (torch.rand(x.shape, generator=ctx.generator) < x).to(torch.float32)
-        labels = ctx.data.labels("train").index_select(0, pick).to(ctx.device)
-        probs = poutine.trace(guide).get_trace(x.to(ctx.device)).nodes[self.class_site]["value"]  # (B, K)
+        return x.to(ctx.device), ctx.data.labels("train").index_select(0, pick).to(ctx.device)
+
+    def supervised_phase(self, guide, ctx: StepContext, x: torch.Tensor, labels: torch.Tensor) -> Phase:
+        """Cross-entropy of q(y | x) on a minibatch of the labelled subset."""
+        size = x.shape[0]
+        probs = poutine.trace(guide).get_trace(x).nodes[self.class_site]["value"]  # (B, K)
         # log of the softmax value: its gradient is exact while q(y = label | x) > float32's tiny
         log_q = probs.clamp_min(torch.finfo(probs.dtype).tiny).log().gather(1, labels[:, None]).squeeze(1)
         ce = -log_q.mean()
         accuracy = (probs.argmax(-1) == labels).float().mean()
         return Phase("supervised_loss", "classifier", self.w_sup * ce, value=ce.detach(), weight=size,
                      metrics={"supervised_accuracy": accuracy.detach()})
+
+    def labelled_reconstruction_phase(self, model, guide, x: torch.Tensor, labels: torch.Tensor) -> Phase:
+        """-log p(x | y = label, z) on the labelled minibatch, z from the guide, y the true label."""
+        guide_tr = poutine.trace(guide).get_trace(x)
+        y = guide_tr.nodes[self.class_site]
+        # the true label replaces the guide's y; the style z stays the guide's
+        y["value"] = torch.nn.functional.one_hot(labels, y["value"].shape[-1]).to(y["value"].dtype)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
+        log_lik = observed_log_prob(model_tr, x.shape[0])
+        loss = -log_lik.mean()
+        return Phase("labelled_reconstruction_loss", "autoencoder", self.w_rec * loss, value=loss.detach(),
+                     weight=x.shape[0])
 
     def labelled_indices(self, data) -> torch.Tensor:
         """Indices into ``data.train`` of the labelled subset (a pure function of the training
