@@ -38,6 +38,7 @@ import torch
 from ppvae.direct import covers
 from ppvae.errors import ConfigError
 from ppvae.objectives import Objective
+from ppvae.traces import pinned_probe, probe_pair
 
 _OPTIONS = {"fallback_random": True}  # draw from torch's generator, as the eager loss does
 
@@ -53,7 +54,17 @@ def compiled_loss(objective: Objective, model: Callable, guide: Callable, x: tor
     def loss(model, guide, x, num_data):
         return objective.loss(model, guide, x, num_data=num_data)
 
-    return torch.compile(loss, dynamic=False, options=_OPTIONS)
+    compiled = torch.compile(loss, dynamic=False, options=_OPTIONS)
+    probe = probe_pair(model, guide, x)  # cached by ``covers`` above
+
+    def run(model_, guide_, x_, num_data):
+        if model_ is not model or guide_ is not guide:
+            raise ConfigError("this compiled loss was built for another model/guide pair: call compiled_loss for this one")
+        # the pair's probe is handed to the compiled region, which must not read the weak cache
+        with pinned_probe(probe):
+            return compiled(model_, guide_, x_, num_data)
+
+    return run
 
 
 def _check_cpp_compiler() -> None:

@@ -46,6 +46,7 @@ References:
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Union
 
@@ -291,11 +292,29 @@ class PairProbe:
 # identity: pass stable callables, not fresh bound methods, to keep the cache hot). Weak keys on both
 # mean an entry dies with its model or guide and a recycled id() can never find a stale entry.
 _PROBES: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, PairProbe]]" = weakref.WeakKeyDictionary()
+# The probe of the pair whose compiled loss is running (ppvae.compile). Under torch.compile the
+# cache above must not be read: dynamo guards on the weak dictionaries' contents, which the garbage
+# collector can change while inductor compiles, and it then fails with an IndexError from inside
+# torch (seen in the test suite once enough pairs of earlier tests had died).
+_PINNED: "PairProbe | None" = None
+
+
+@contextmanager
+def pinned_probe(probe: "PairProbe"):
+    """While this is open, a compiled region's ``probe_pair`` returns ``probe`` (not the cache)."""
+    global _PINNED
+    previous, _PINNED = _PINNED, probe
+    try:
+        yield
+    finally:
+        _PINNED = previous
 
 
 def probe_pair(model: Callable, guide: Callable, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None) -> PairProbe:
     """The pair's plate nesting and non-reparameterized guide sites, from a cached extra trace that
     does not consume the caller's random numbers."""
+    if _PINNED is not None and torch.compiler.is_compiling():
+        return _PINNED
     kwargs = kwargs or {}
     try:
         cached = _PROBES[model][guide]

@@ -121,3 +121,29 @@ def test_a_compiled_run_resumes_bit_identically(tmp_path):
     run(tmp_path / "split", 1)
     resumed = run(tmp_path / "split", 3, resume=True)
     assert all(torch.equal(a, b) for a, b in zip(whole, resumed))
+
+
+def test_the_compiled_region_never_reads_the_probe_cache(monkeypatch):
+    """The pair's probe is handed to the compiled loss: dynamo must not trace the weak cache of
+    probes (it guarded on its contents, which the garbage collector changed mid-compile, and failed
+    with an IndexError inside torch once enough earlier pairs had died). A cache that raises on any
+    read proves it is not read; an eager loss still reads it."""
+    import ppvae.traces as traces
+
+    class Untouchable(dict):
+        def __getitem__(self, key):
+            raise RuntimeError("the probe cache was read")
+
+    model, guide = _pair(seed=3)
+    x = _batch()
+    obj = ppvae.get_objective("iwae", 2)
+    with pyro.validation_enabled(False):
+        compiled = compiled_loss(obj, model, guide, x)
+        monkeypatch.setattr(traces, "_PROBES", Untouchable())
+        loss = compiled(model, guide, x, 1000)
+        assert torch.isfinite(loss)
+        with pytest.raises(RuntimeError, match="probe cache was read"):
+            obj.loss(model, guide, x, num_data=1000)
+        other, other_guide = _pair(seed=4)
+        with pytest.raises(ConfigError, match="another model/guide pair"):
+            compiled(other, other_guide, x, 1000)
