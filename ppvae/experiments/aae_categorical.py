@@ -185,10 +185,13 @@ def save_error_curves(out: Path) -> Path | None:
             curves.append((name, kind, [r["epoch"] for r in rows], [100 * r[key] for r in rows]))
     if not curves:
         return None
-    fig = Figure(figsize=(10, 4), dpi=100)
-    for i, (kind, title) in enumerate((("semi", "semi-supervised: validation error"),
-                                       ("cluster", "clustering: validation error (majority of validation members)"))):
-        ax = fig.add_subplot(1, 2, i + 1)
+    panels = [(kind, title) for kind, title in (("semi", "semi-supervised: validation error"),
+                                                ("cluster", "clustering: validation error (majority of validation members)"))
+              if any(k == kind or (kind == "cluster" and k == "heads") for _, k, _, _ in curves)]
+    # one panel per kind that has runs: a run of one kind alone gets no empty panel beside it
+    fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
+    for i, (kind, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         for name, k, epochs, errors in curves:
             if k == kind or (kind == "cluster" and k == "heads"):
                 ax.plot(epochs, errors, marker=".", label=name)
