@@ -16,12 +16,14 @@ from pyro import poutine
 
 from ppvae.distributions import DiagonalNormalMixture
 from ppvae.errors import ConfigError
+from ppvae.nn import evaluates
 from ppvae.traces import local_sample_sites
 
 OBS = "x"
 
 
 @torch.no_grad()
+@evaluates
 def reconstruct(model: Callable, guide: Callable, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """Mean of p(x | z) at one z ~ q(z | x): the pair's reconstruction of each row, shape (N, D)."""
     guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
@@ -30,6 +32,7 @@ def reconstruct(model: Callable, guide: Callable, x: torch.Tensor, *args, **kwar
 
 
 @torch.no_grad()
+@evaluates
 def sample(model: Callable, num_samples: int, x_dim: int, *args, mean: bool = True, device="cpu", **kwargs) -> torch.Tensor:
     """Draws from the model's prior predictive, shape (num_samples, x_dim).
 
@@ -52,6 +55,7 @@ def sample(model: Callable, num_samples: int, x_dim: int, *args, mean: bool = Tr
 
 
 @torch.no_grad()
+@evaluates
 def posterior_means(guide: Callable, x: torch.Tensor, *args, num_particles: int = 100, **kwargs) -> dict[str, torch.Tensor]:
     """E_q[z | x] for every per-datapoint latent site of the guide, shape (N, d) each.
 
@@ -73,6 +77,7 @@ def posterior_means(guide: Callable, x: torch.Tensor, *args, num_particles: int 
 
 
 @torch.no_grad()
+@evaluates
 def active_units(guide: Callable, x: torch.Tensor, *args, threshold: float = 1e-2, batch_size: int = 500, **kwargs) -> dict[str, dict]:
     """Burda et al.'s active units: latent dimension u is active if Cov_x(E_q[u | x]) > threshold.
 
@@ -90,6 +95,7 @@ def active_units(guide: Callable, x: torch.Tensor, *args, threshold: float = 1e-
 
 
 @torch.no_grad()
+@evaluates
 def aggregate_posterior(guide: Callable, x: torch.Tensor, *args, site: str = "z", **kwargs) -> DiagonalNormalMixture:
     """The aggregate posterior q(z) = (1/N) sum_i q(z | x_i) of a diagonal-Gaussian guide site over
     the rows of ``x``, as one mixture distribution (read from a trace of the guide on ``x``)."""

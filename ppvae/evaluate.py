@@ -18,6 +18,7 @@ import torch
 
 from ppvae.analysis import active_units, reconstruct
 from ppvae.likelihood import log_likelihood
+from ppvae.nn import evaluates
 from ppvae.objectives import get_objective
 
 PARETO_K_THRESHOLD = 0.7  # Vehtari et al.: above it the importance-sampling estimate is unreliable
@@ -57,6 +58,7 @@ def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
+@evaluates
 def per_datapoint_bound(model: Callable, guide: Callable, x: torch.Tensor, objective: str, num_particles: int, batch_size: int = 500) -> torch.Tensor:
     """The ELBO or IWAE bound of every row of ``x``, shape (N,)."""
     obj = get_objective(objective, num_particles)
@@ -64,6 +66,7 @@ def per_datapoint_bound(model: Callable, guide: Callable, x: torch.Tensor, objec
     return torch.cat([obj.bound(model, guide, x[i : i + b]) for i in range(0, x.shape[0], b)])
 
 
+@evaluates
 def evaluate_pair(
     model: Callable,
     guide: Callable,

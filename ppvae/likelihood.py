@@ -37,6 +37,7 @@ import torch
 
 from ppvae import distributed as pdist
 from ppvae.errors import ConfigError, DataError
+from ppvae.nn import evaluates
 from ppvae.traces import probe_pair, trace_pair
 
 #: particles x datapoints scored in one trace; bounds memory (the decoder's output for this many
@@ -63,6 +64,7 @@ class ImportanceResult:
     ess: torch.Tensor  # effective sample size of each datapoint's normalized weights
 
 
+@evaluates
 def log_likelihood(
     model: Callable,
     guide: Callable,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import functools
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +26,42 @@ def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+@contextlib.contextmanager
+def eval_mode(*nets: object) -> Iterator[None]:
+    """Every ``nn.Module`` among ``nets`` (anything else, e.g. a plain-function model, is skipped) in
+    ``eval()`` mode for the block, then each submodule's own ``training`` flag put back as it was.
+
+    Validation and evaluation read the deterministic network: with dropout active, a validation
+    error or a log-likelihood would be that of one random thinned network, and a model selected on
+    it would be selected on noise. Restoring flag by flag (not calling ``.train()``) leaves a caller's
+    deliberately frozen submodule as the caller left it."""
+    modules = [m for m in nets if isinstance(m, nn.Module)]
+    flags = [(sub, sub.training) for m in modules for sub in m.modules()]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for sub, flag in flags:
+            sub.training = flag
+
+
+F_ = TypeVar("F_", bound=Callable)
+
+
+def evaluates(fn: F_) -> F_:
+    """Decorator for the evaluation functions (log-likelihood, bounds, reconstructions, codes): the
+    networks among their positional arguments run in :func:`eval_mode` for the call, so a pair
+    straight out of ``fit`` (in training mode) is scored by its deterministic network."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with eval_mode(*args):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "tanh", dropout: float = 0.0) -> nn.Sequential:

@@ -25,6 +25,7 @@ import torch
 from pyro import poutine
 
 from ppvae.errors import ConfigError, DataError
+from ppvae.nn import evaluates
 
 ALL = "all"
 
@@ -60,6 +61,7 @@ def labelled_subset(labels: torch.Tensor, count: int | str, *, num_classes: int 
 
 
 @torch.no_grad()
+@evaluates
 def class_probabilities(guide: Callable, x: torch.Tensor, *, site: str = "y", batch_size: int = 1000, **kwargs) -> torch.Tensor:
     """q(y | x) for each row of ``x``, shape (N, K): the value of the guide's categorical ``site``
     (a probability vector, e.g. a Delta at a softmax) or, for a distribution over one-hot values,

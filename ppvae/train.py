@@ -37,6 +37,7 @@ from ppvae import distributed as pdist
 from ppvae.checkpoint import load, save_atomic
 from ppvae.data import Dataset, check_data, from_array
 from ppvae.errors import CheckpointError, ConfigError, TrainingDivergedError
+from ppvae.nn import eval_mode
 from ppvae.objectives import OBJECTIVES, Objective, get_objective
 from ppvae.runs_state import RunFolder
 from ppvae.schedules import LR_SCHEDULES, kl_weight, lr_factor
@@ -313,6 +314,10 @@ class Trainer:
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or self.rank > 0,
                    leave=False, dynamic_ncols=True)
         t0, cpu0 = time.perf_counter(), time.process_time()
+        # Training mode for the steps (dropout on), whatever mode the caller's networks came in:
+        # a pair loaded for evaluation (runs.load returns it in eval mode) trains as it was built.
+        for m in self._modules().values():
+            m.train()
         # Validation costs a device sync per distribution; the data was checked up front instead.
         with pyro.validation_enabled(False):
             for step, (idx, x) in enumerate(self.data.batches("train", cfg.batch_size, self.batch_gen, device=self.device)):
@@ -334,10 +339,13 @@ class Trainer:
         metrics.update({"kl_weight": kl_weight(epoch + 1, cfg.kl_warmup_epochs), "time": step_seconds})
         valid: dict[str, float] = {}
         if self.rank == 0:  # the others take rank 0's figures (and its buffers) below
-            metrics.update(self.scheme.epoch_metrics(self.model, self.guide, ctx))
-            if self.valid is not None:
-                with pyro.validation_enabled(False):
-                    valid = self.scheme.validate(self.model, self.guide, self.valid, ctx)
+            # the deterministic network (dropout off): a model selected on one random thinned
+            # network's validation error would be selected on noise
+            with eval_mode(*self._modules().values()):
+                metrics.update(self.scheme.epoch_metrics(self.model, self.guide, ctx))
+                if self.valid is not None:
+                    with pyro.validation_enabled(False):
+                        valid = self.scheme.validate(self.model, self.guide, self.valid, ctx)
         if self.world > 1:
             pdist.broadcast_buffers(self._modules().values())
             metrics, valid = pdist.broadcast((metrics, valid))
