@@ -52,7 +52,10 @@ try:
               out_dir=os.path.join(out, "run"), resume=os.path.exists(os.path.join(out, "run", "last.pt")))
 except Exception as e:  # noqa: BLE001 - report what the surviving rank saw, and how fast
     print(f"RANK {pdist.world()[0]} ERROR after {time.time() - t0:.1f} s: {type(e).__name__}: {e}", flush=True)
-    sys.exit(1)
+    # os._exit, not sys.exit: with its peer gone the process group cannot be left cleanly, and at
+    # interpreter exit gloo's connection threads sometimes abort the process ("terminate called
+    # without an active exception", SIGABRT) after the error above was reported (seen once in CI)
+    os._exit(1)
 if pdist.world()[0] == 0:
     torch.save({k: v for k, v in model.state_dict().items()} | {f"guide.{k}": v for k, v in guide.state_dict().items()},
                os.path.join(out, "params.pt"))
