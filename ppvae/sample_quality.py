@@ -138,23 +138,14 @@ def _mnist(split, root, binarized):
 @functools.lru_cache(maxsize=1)
 def _load_mnist(root: Path):
     """``load_dataset("mnist", root)`` and the grey levels of its valid and test images (the
-    loader binarizes those once), read once per process (~2 s)."""
+    loader binarizes those once and keeps the grey levels), read once per process (~2 s)."""
     from ppvae.data import load_dataset
     from ppvae.data.build import binarize_once
-    from ppvae.data.readers import find_file, read_idx
 
     data = load_dataset("mnist", root)
     grey = {"train_binarized": binarize_once(data.train, 0, 3)}
-    for split, stem in (("valid", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")):
-        path = find_file(
-            root,
-            "from the root argument",
-            [f"MNIST/raw/{stem}.gz", f"MNIST/raw/{stem}"],
-            dataset="mnist",
-            how_to_get="see ppvae.load_dataset('mnist').",
-        )
-        raw = read_idx(path)[-len(data.split(split)) :]  # valid: the last training images
-        grey[split] = torch.from_numpy(raw.reshape(len(raw), -1).astype(np.float32) / 255.0)
+    for split in ("valid", "test"):
+        grey[split] = data.grey_levels(split)
     return data, grey
 
 

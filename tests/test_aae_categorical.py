@@ -305,6 +305,31 @@ def test_resume_is_bit_identical(digits, tmp_path):
         "autoencoder", "discriminator_y", "generator_y", "discriminator_z", "generator_z", "classifier"}
 
 
+def test_validation_and_test_errors_read_the_grey_levels(digits, tmp_path):
+    """The classifier is scored on the grey levels, not on the fixed binary draw kept for the
+    likelihood: here the binary validation and test images are blanked, so reading them would
+    give one class for every image (~90% error)."""
+    import json
+
+    from ppvae.experiments.aae_categorical import evaluate
+    from ppvae.semisupervised import class_probabilities, classification_error
+
+    blank = ppvae.Dataset("digits", digits.train, torch.zeros_like(digits.valid), torch.zeros_like(digits.test),
+                          digits.image_shape, digits.likelihood, True, digits.train_labels, digits.valid_labels,
+                          digits.test_labels, valid_grey=digits.grey_levels("valid"), test_grey=digits.grey_levels("test"))
+    model, guide, _ = ppvae.build("aae-categorical", digits.x_dim, {"hidden": [64, 64], "labels": "all"}, seed=0)
+    result = ppvae.fit(model, guide, blank, epochs=15, lr=1e-3, seed=1, batch_size=50, adam_betas=(0.5, 0.999),
+                       out_dir=tmp_path / "semi-all", progress=False)
+    guide.eval()
+    for split in ("valid", "test"):
+        from_grey = classification_error(class_probabilities(guide, digits.grey_levels(split)).argmax(-1), digits.labels(split))
+        assert from_grey < 0.5
+    assert result.history[-1]["valid_error"] < 0.5
+    r = evaluate("semi-all", model, guide, blank, result.history, tmp_path / "semi-all", 1)
+    assert r["error"] < 0.5 and r["error_binarized_test"] > 0.8
+    assert json.loads((tmp_path / "semi-all" / "result.json").read_text())["error"] == r["error"]
+
+
 # --- the command line and bad input --------------------------------------------------------------
 
 
@@ -363,8 +388,9 @@ def test_the_experiment_writes_both_tables_and_resumes(tmp_path, capsys):
     assert experiment([*args, "--epochs", "1"]) == 0
     semi = list(csv.reader(open(tmp_path / "results" / "aae_semisupervised.csv")))
     clusters = list(csv.reader(open(tmp_path / "results" / "aae_clustering.csv")))
-    assert semi[0] == ["labels", "error", "epochs", "wall_s"] and semi[1][0] == "100" and semi[1][2] == "1"
-    assert clusters[0] == ["clusters", "error", "epochs", "wall_s"] and clusters[1][0] == "16"
+    assert semi[0] == ["labels", "error", "epochs", "wall_s", "error_binarized_test"] and semi[1][0] == "100"
+    assert semi[1][2] == "1" and 0.0 <= float(semi[1][4]) <= 1.0
+    assert clusters[0] == ["clusters", "error", "epochs", "wall_s", "error_binarized_test"] and clusters[1][0] == "16"
     assert 0.0 <= float(semi[1][1]) <= 1.0 and float(clusters[1][3]) > 0
     assert experiment([*args, "--epochs", "2"]) == 0
     assert list(csv.reader(open(tmp_path / "results" / "aae_semisupervised.csv")))[1][2] == "2"

@@ -131,6 +131,25 @@ def test_mnist_matches_idx_bytes(full, root):
     grey = torch.from_numpy(images[50000:].astype(np.float32) / 255)
     assert bool((d.valid[grey == 0] == 0).all()) and bool((d.valid[grey == 1] == 1).all())
     assert abs(float(d.valid.mean() - grey.mean())) < 0.002  # an unbiased single draw
+    # ... and the grey levels it was drawn from are kept, for classifiers
+    assert torch.equal(d.grey_levels("valid"), grey)
+
+
+def test_grey_levels_are_what_the_fixed_binarization_was_drawn_from(root):
+    from ppvae.data.build import TEST_STREAM, VALID_STREAM, binarize_once
+
+    d = load_dataset("mnist", root, limit=300, seed=3)
+    for split, stream in (("valid", VALID_STREAM), ("test", TEST_STREAM)):
+        grey = d.grey_levels(split)
+        assert not is_binary(grey) and torch.equal(d.split(split), binarize_once(grey, 3, stream))
+    assert d.grey_levels("train") is d.train  # dynamic binarization keeps the grey levels there
+    fixed = load_dataset("binarized-mnist", root, limit=50)
+    assert fixed.grey_levels("test") is fixed.test  # nothing was drawn: the data is the answer
+    bare = Dataset("bare", d.train, d.valid, d.test, d.image_shape, "bernoulli", True)
+    with pytest.raises(DataError, match="grey levels of the test split were not kept"):
+        bare.grey_levels("test")
+    with pytest.raises(DataError, match=r"test_grey: expected the shape of test"):
+        Dataset("bad", d.train, d.valid, d.test, d.image_shape, "bernoulli", True, test_grey=d.grey_levels("test")[:10])
 
 
 def test_test_binarization_is_fixed_by_the_seed(root):

@@ -42,7 +42,7 @@ def test_validation_reads_the_deterministic_network(digits):
     assert model.training and guide.training  # left in the mode it trained in
     guide.eval()
     with torch.no_grad():
-        predicted = class_probabilities(guide, digits.valid).argmax(-1)
+        predicted = class_probabilities(guide, digits.grey_levels("valid")).argmax(-1)
     assert result.history[-1]["valid_error"] == classification_error(predicted, digits.labels("valid"))
 
 

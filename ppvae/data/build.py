@@ -144,6 +144,7 @@ def assemble(
                 dynamic_binarization=dynamic_binarization,
             )
         if dynamic_binarization and split != "train":
+            fields[f"{split}_grey"] = t  # kept for classifiers (Dataset.grey_levels)
             t = binarize_once(t, seed, _BIN_STREAM[split])
         fields[split] = t
         fields[f"{split}_labels"] = to_labels(y)

@@ -216,7 +216,12 @@ class CategoricalAdversarialScheme(AdversarialScheme):
                 raise ConfigError("the validation split has no labels: the semi-supervised scheme selects models by "
                                   "its classification error")
             return out
-        assigned = class_probabilities(guide, x, site=self.class_site, batch_size=batch_size).argmax(-1).cpu()
+        # The classifier reads the grey levels, not the fixed binary draw of the validation
+        # images the reconstruction is scored on (Dataset.grey_levels): one draw loses information.
+        # A dataset built by hand without them is classified as given.
+        grey = ctx.data.valid_grey if ctx.data.dynamic_binarization else None
+        x_class = x if grey is None else grey.to(x.device)
+        assigned = class_probabilities(guide, x_class, site=self.class_site, batch_size=batch_size).argmax(-1).cpu()
         if self.supervised:
             out["valid_error"] = classification_error(assigned, labels)
         else:
