@@ -145,36 +145,52 @@ def read_finals(path: Path) -> list[dict]:
 
 
 def save_nll_figure(rows: list[dict], path: Path, finals: list[dict] = ()) -> Path:
+    """Left: every snapshot; right: the same from 0.2 CPU-hours on, where the schedules and the
+    final evaluations (stars) are told apart; one legend beside both."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = Figure(figsize=(14, 5.5), dpi=100)
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
     cells = sorted({r["cell"] for r in rows})
     schedules = sorted({r["schedule"] for r in rows}, key=lambda s: (len(s), s))
-    markers = "osD^v<>"
-    for i, cell in enumerate(cells):
-        colour = f"C{i}"
-        for j, schedule in enumerate(schedules):
-            pts = sorted((r for r in rows if r["cell"] == cell and r["schedule"] == schedule), key=lambda r: r["epoch"])
-            if pts:
-                ax.errorbar([r["cpu_hours"] for r in pts], [r["nll"] for r in pts], yerr=[r["nll_se"] for r in pts],
-                            marker=markers[j % len(markers)], color=colour, alpha=0.85, capsize=2,
-                            label=f"{cell}, {schedule} (last epoch {pts[-1]['epoch']})")
-        for f in (f for f in finals if f["cell"] == cell):
-            ax.errorbar([f["cpu_hours"]], [f["nll"]], yerr=[f["nll_se"]], marker="*", markersize=12, color=colour,
-                        linestyle="none", label=f"{cell}, {f['schedule']}: all {f['points']:,} test digits")
-        c = parse_cells(cell)[0]
-        paper = PAPER_NLL.get(("dynamic", "vae" if c.objective == "both" else c.objective, c.layers, c.k))
-        if paper is not None:
-            ax.axhline(paper, color=colour, linestyle="--", linewidth=1, label=f"{cell}: paper {paper:.2f} (all 10,000)")
-    if all(r["cpu_hours"] > 0 for r in rows):  # log: the snapshots are spread over decades
-        ax.set_xscale("log")
-    ax.set_xlabel("CPU-hours of training (one thread)")
-    ax.set_ylabel(f"test NLL (nats), k={rows[0]['samples']}; curves: first {rows[0]['points']} test digits")
-    ax.set_title("IWAE Table 1 one-layer cells: NLL against CPU-hours per schedule")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+    markers = "osD^v<>p"
+    zoom = 0.2  # CPU-hours where the right panel starts
+    for ax in axes:
+        for i, cell in enumerate(cells):
+            colour = f"C{i}"
+            for j, schedule in enumerate(schedules):
+                pts = sorted((r for r in rows if r["cell"] == cell and r["schedule"] == schedule), key=lambda r: r["epoch"])
+                if ax is axes[1]:
+                    pts = [r for r in pts if r["cpu_hours"] >= zoom]
+                if pts:
+                    ax.errorbar([r["cpu_hours"] for r in pts], [r["nll"] for r in pts], yerr=[r["nll_se"] for r in pts],
+                                marker=markers[j % len(markers)], color=colour, alpha=0.85, capsize=2,
+                                label=f"{cell}, {schedule} (last epoch {pts[-1]['epoch']})")
+            for f in (f for f in finals if f["cell"] == cell):
+                ax.errorbar([f["cpu_hours"]], [f["nll"]], yerr=[f["nll_se"]], marker="*", markersize=12, color=colour,
+                            linestyle="none", label=f"{cell}, {f['schedule']}: all {f['points']:,} test digits")
+            c = parse_cells(cell)[0]
+            paper = PAPER_NLL.get(("dynamic", "vae" if c.objective == "both" else c.objective, c.layers, c.k))
+            if paper is not None:
+                ax.axhline(paper, color=colour, linestyle="--", linewidth=1, label=f"{cell}: paper {paper:.2f} (all 10,000)")
+        if all(r["cpu_hours"] > 0 for r in rows):  # log: the snapshots are spread over decades
+            ax.set_xscale("log")
+        ax.set_xlabel("CPU-hours of training (one thread)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"test NLL (nats), k={rows[0]['samples']}; curves: first {rows[0]['points']} test digits")
+    axes[0].set_title("every snapshot", fontsize="medium")
+    axes[1].set_title(f"from {zoom} CPU-hours on", fontsize="medium")
+    if axes[1].get_xscale() == "log":  # plain labels: the default minor ones overlap on a short decade
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+        top = max([r["cpu_hours"] for r in rows] + [f["cpu_hours"] for f in finals])
+        axes[1].set_xticks([t for t in (0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20) if t <= 1.2 * top])
+        axes[1].xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes[1].xaxis.set_minor_formatter(NullFormatter())
+    fig.suptitle("IWAE Table 1 one-layer cells: NLL against CPU-hours per schedule")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize="small", loc="center left", bbox_to_anchor=(0.70, 0.5))
+    fig.tight_layout(rect=(0, 0, 0.70, 1))
     return plots.save_figure(fig, path)
 
 
