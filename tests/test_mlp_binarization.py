@@ -19,6 +19,9 @@ def test_the_two_columns_read_the_grey_levels_and_the_binary_draw(digits):
     assert history[-1]["grey"] < 0.2 and history[-1]["binarized"] > 0.8
     again = train(blank, epochs=5, hidden=(64,), lr=3e-3, gamma=0.95, batch_size=50, seed=0, report=lambda s: None)
     assert again == history  # the same seed gives the same numbers
+    grey = train(blank, epochs=5, hidden=(64,), lr=3e-3, gamma=0.95, batch_size=50, seed=0, grey_training=True,
+                 report=lambda s: None)
+    assert grey != history and grey[-1]["grey"] < 0.2  # another input, another run; it learns too
 
 
 def test_the_command_prints_both_errors(capsys):

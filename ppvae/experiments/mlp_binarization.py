@@ -41,7 +41,9 @@ def errors(net: nn.Module, data) -> dict[str, float]:
 
 
 def train(data, *, epochs: int, hidden: tuple[int, ...], lr: float, gamma: float, batch_size: int,
-          seed: int, report=print) -> list[dict[str, float]]:
+          seed: int, grey_training: bool = False, report=print) -> list[dict[str, float]]:
+    """Train the MLP, each batch a fresh binary draw (``grey_training``: the grey levels themselves);
+    the test errors after every epoch."""
     torch.manual_seed(seed)  # before the network is built: the same seed gives the same numbers
     num_classes = int(data.labels("train").max()) + 1
     net = mlp(data.x_dim, hidden, num_classes)
@@ -52,6 +54,8 @@ def train(data, *, epochs: int, hidden: tuple[int, ...], lr: float, gamma: float
     for epoch in range(1, epochs + 1):
         net.train()
         for idx, x in data.batches("train", batch_size, generator=generator):
+            if grey_training:  # the same order and draws are made; the draw is not used
+                x = data.grey_levels("train").index_select(0, idx)
             loss = nn.functional.cross_entropy(net(x), labels[idx])
             opt.zero_grad()
             loss.backward()
@@ -75,6 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr-gamma", type=float, default=0.95)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-grey", action="store_true", help="train on the grey levels instead of binary draws")
     p.add_argument("--limit", type=int, default=None, help="first N rows of each split (quick checks)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -85,7 +90,8 @@ def main(argv=None) -> int:
     if data.labels("train") is None or not data.dynamic_binarization:
         p.error(f"{data.name} needs labels and dynamic binarization (mnist, fashion-mnist, digits)")
     history = train(data, epochs=args.epochs, hidden=tuple(int(h) for h in args.hidden.split(",")), lr=args.lr,
-                    gamma=args.lr_gamma, batch_size=args.batch_size, seed=args.seed)
+                    gamma=args.lr_gamma, batch_size=args.batch_size, seed=args.seed,
+                    grey_training=args.train_grey)
     last = history[-5:]
     grey, binary = (sum(h[k] for h in last) / len(last) for k in ("grey", "binarized"))
     print(f"mean of the last {len(last)} epochs: grey levels {100 * grey:.2f}%, binarized {100 * binary:.2f}%, "
