@@ -126,8 +126,9 @@ class Dataset:
 
         Held-out log-likelihoods are scored on the fixed binary draw (:meth:`split`); a
         classifier is scored on the grey levels, as the classification literature reads MNIST:
-        one binary draw of a test digit loses information (a plain 784-500-500-10 MLP is about
-        0.5 points worse on MNIST's binarized test images than on their grey levels).
+        one binary draw of a test digit loses information (a plain 784-500-500-10 MLP: 1.97% test
+        error on MNIST's binary draws, 1.52% on their grey levels; ``python -m
+        ppvae.experiments.mlp_binarization``, docs/aae_categorical.md).
         """
         self._check_split(name)
         if not self.dynamic_binarization or name == "train":
