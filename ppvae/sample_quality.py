@@ -127,26 +127,22 @@ def _mnist(split, root, binarized):
         raise ConfigError(f"split must be 'train', 'valid' or 'test', got {split!r}")
     from ppvae.data.root import resolve_root
 
-    data, grey = _load_mnist(resolve_root(root)[0])
+    data, train_binarized = _load_mnist(resolve_root(root)[0])
     labels = data.labels(split)
-    if split == "train":
-        # grey levels: dynamic binarization keeps them in ``train``; one fixed draw if binarized
-        return (grey["train_binarized"] if binarized else data.train), labels
-    return (data.split(split) if binarized else grey[split]), labels
+    if split == "train" and binarized:  # dynamic binarization has no fixed draw of train: one here
+        return train_binarized, labels
+    return (data.split(split) if binarized else data.grey_levels(split)), labels
 
 
 @functools.lru_cache(maxsize=1)
 def _load_mnist(root: Path):
-    """``load_dataset("mnist", root)`` and the grey levels of its valid and test images (the
-    loader binarizes those once and keeps the grey levels), read once per process (~2 s)."""
+    """``load_dataset("mnist", root)`` (which keeps the grey levels of its binarized valid and test
+    images) and one fixed draw of its training images, read once per process (~2 s)."""
     from ppvae.data import load_dataset
     from ppvae.data.build import binarize_once
 
     data = load_dataset("mnist", root)
-    grey = {"train_binarized": binarize_once(data.train, 0, 3)}
-    for split in ("valid", "test"):
-        grey[split] = data.grey_levels(split)
-    return data, grey
+    return data, binarize_once(data.train, 0, 3)
 
 
 # --- the cached classifier -------------------------------------------------------------------

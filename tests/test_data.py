@@ -148,6 +148,7 @@ def test_grey_levels_are_what_the_fixed_binarization_was_drawn_from(root):
     bare = Dataset("bare", d.train, d.valid, d.test, d.image_shape, "bernoulli", True)
     with pytest.raises(DataError, match="grey levels of the test split were not kept"):
         bare.grey_levels("test")
+    assert bare.grey_levels("test", strict=False) is bare.test  # as stored, for a classifier that can do without
     with pytest.raises(DataError, match=r"test_grey: expected the shape of test"):
         Dataset("bad", d.train, d.valid, d.test, d.image_shape, "bernoulli", True, test_grey=d.grey_levels("test")[:10])
 

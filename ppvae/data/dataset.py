@@ -120,9 +120,12 @@ class Dataset:
         self._check_split(name)
         return getattr(self, f"{name}_labels")
 
-    def grey_levels(self, name: str) -> torch.Tensor:
+    def grey_levels(self, name: str, *, strict: bool = True) -> torch.Tensor:
         """The values split ``name`` was drawn from: the grey levels of a dynamically binarized
         dataset (for "train" these are the split itself), the split's data otherwise.
+
+        A binarized dataset built by hand without ``valid_grey``/``test_grey`` raises a
+        :class:`DataError`, or with ``strict=False`` gives the split as stored (its binary draw).
 
         Held-out log-likelihoods are scored on the fixed binary draw (:meth:`split`); a
         classifier is scored on the grey levels, as the classification literature reads MNIST:
@@ -134,6 +137,8 @@ class Dataset:
         if not self.dynamic_binarization or name == "train":
             return self.split(name)
         grey = getattr(self, f"{name}_grey")
+        if grey is None and not strict:
+            return self.split(name)
         if grey is None:
             raise DataError(
                 f"{self.name}: the grey levels of the {name} split were not kept; build the dataset "

@@ -21,15 +21,8 @@ import torch
 from torch import nn
 
 import ppvae
+from ppvae.nn import mlp
 from ppvae.semisupervised import classification_error
-
-
-def mlp(x_dim: int, hidden: tuple[int, ...], num_classes: int) -> nn.Sequential:
-    layers, width = [], x_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
 @torch.no_grad()
@@ -46,7 +39,7 @@ def train(data, *, epochs: int, hidden: tuple[int, ...], lr: float, gamma: float
     the test errors after every epoch."""
     torch.manual_seed(seed)  # before the network is built: the same seed gives the same numbers
     num_classes = int(data.labels("train").max()) + 1
-    net = mlp(data.x_dim, hidden, num_classes)
+    net = mlp(data.x_dim, hidden, num_classes, act="relu")
     opt = torch.optim.Adam(net.parameters(), lr, betas=(0.5, 0.999))
     schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     generator = torch.Generator().manual_seed(seed)

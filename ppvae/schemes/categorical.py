@@ -218,9 +218,8 @@ class CategoricalAdversarialScheme(AdversarialScheme):
             return out
         # The classifier reads the grey levels, not the fixed binary draw of the validation
         # images the reconstruction is scored on (Dataset.grey_levels): one draw loses information.
-        # A dataset built by hand without them is classified as given.
-        grey = ctx.data.valid_grey if ctx.data.dynamic_binarization else None
-        x_class = x if grey is None else grey.to(x.device)
+        # A dataset built by hand without them is classified as given (strict=False).
+        x_class = ctx.data.grey_levels("valid", strict=False).to(x.device)
         assigned = class_probabilities(guide, x_class, site=self.class_site, batch_size=batch_size).argmax(-1).cpu()
         if self.supervised:
             out["valid_error"] = classification_error(assigned, labels)
