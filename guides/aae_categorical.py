@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ppvae.models.aae_categorical import CategoricalAAEConfig
-from ppvae.nn import mlp
+from ppvae.nn import GaussianNoise, mlp
 
 
 class CategoricalAAEEncoder(nn.Module):
@@ -19,6 +19,9 @@ class CategoricalAAEEncoder(nn.Module):
                                pushes it to a vertex; argmax_k y_k is the predicted class or cluster
         z = f(x)               a Delta: the style
 
+    With ``input_noise`` > 0 the MLP reads x + N(0, input_noise^2 I) in training (``train()`` mode)
+    and x itself in evaluation, like dropout.
+
     References:
       Makhzani, Shlens, Jaitly, Goodfellow & Frey (2016), Adversarial Autoencoders, Figure 8.
     """
@@ -26,12 +29,13 @@ class CategoricalAAEEncoder(nn.Module):
     def __init__(self, x_dim: int, config: CategoricalAAEConfig | None = None):
         super().__init__()
         self.config = config = config or CategoricalAAEConfig()
+        self.noise = GaussianNoise(config.input_noise)  # no parameters: checkpoints without it still load
         self.net = mlp(int(x_dim), config.hidden, config.num_classes + config.z_dim, config.activation,
                        config.dropout)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits of q(y | x) (B, K) and the style z (B, z_dim)."""
-        return self.net(x).split([self.config.num_classes, self.config.z_dim], -1)
+        return self.net(self.noise(x)).split([self.config.num_classes, self.config.z_dim], -1)
 
     def forward(self, x: torch.Tensor) -> None:
         logits, z = self.heads(x)

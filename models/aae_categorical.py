@@ -34,6 +34,9 @@ class CategoricalAAEConfig:
     min_scale: float = 1e-3  # floor of the Gaussian decoder's standard deviation
     dropout: float = 0.0  # dropout after each hidden layer of encoder and decoder, in training only: it
     #                       regularizes q(y | x), which otherwise memorizes a small labelled subset
+    input_noise: float = 0.0  # std of Gaussian noise added to the encoder's input, in training only
+    #                           (ppvae.nn.GaussianNoise; the ladder networks' 0.3): it regularizes
+    #                           q(y | x) on a small labelled subset, and the autoencoder becomes a denoising one
     labelled_reconstruction: bool = False  # also reconstruct the labelled minibatch with its true label as y
     #                                        (not in the paper; ppvae.schemes.categorical's docstring)
 
@@ -58,6 +61,8 @@ class CategoricalAAEConfig:
             raise ConfigError(f"labelled_reconstruction must be true or false, got {self.labelled_reconstruction!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout is a probability in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.input_noise < float("inf"):
+            raise ConfigError(f"input_noise is a standard deviation, zero or positive, got {self.input_noise!r}")
         if not self.prior_scale > 0 or not self.head_distance > 0:
             raise ConfigError("prior_scale and head_distance must be positive")
 

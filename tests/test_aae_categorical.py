@@ -268,6 +268,27 @@ def test_the_labelled_reconstruction_reads_the_true_label(digits):
         ppvae.build("aae-categorical", 64, {"labelled_reconstruction": 1})
 
 
+def test_input_noise_is_added_to_the_encoders_input_in_training_only(digits):
+    """``input_noise`` = s: in train() mode the encoder's MLP reads x + s * eps, eps ~ N(0, I) from
+    torch's generator (same seed, same draw: the heads equal the MLP on the noised input by hand);
+    in eval() mode (validation, evaluation, classification) it reads x itself."""
+    _, guide, _ = ppvae.build("aae-categorical", digits.x_dim, {**SMALL, "input_noise": 0.3}, seed=0)
+    x = digits.train[:16]
+    guide.train()
+    torch.manual_seed(1)
+    logits, z = guide.heads(x)
+    torch.manual_seed(1)
+    by_hand = guide.net(x + 0.3 * torch.randn_like(x))
+    assert torch.equal(torch.cat([logits, z], -1), by_hand)
+    assert not torch.allclose(by_hand, guide.net(x))
+    guide.eval()
+    assert torch.equal(torch.cat(guide.heads(x), -1), guide.net(x))
+    assert torch.equal(guide.classify(x), guide.net(x)[:, :10].argmax(-1))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="input_noise"):
+            ppvae.build("aae-categorical", digits.x_dim, {**SMALL, "input_noise": bad})
+
+
 def test_the_cluster_head_penalty_is_the_papers_hinge():
     model, _, _ = ppvae.build("aae-categorical", 4, {**SMALL, "num_classes": 3, "labels": 0, "cluster_heads": True,
                                                        "z_dim": 2, "head_distance": 6.0})
@@ -284,8 +305,9 @@ def test_the_cluster_head_penalty_is_the_papers_hinge():
 
 def test_resume_is_bit_identical(digits, tmp_path):
     """Semi-supervised with cluster heads: the labelled minibatches come from the run's checkpointed
-    generator, so 1 + 2 epochs end where 3 straight epochs do."""
-    opts = {**SMALL, "labels": 50, "cluster_heads": True, "z_dim": 2}
+    generator and the input noise from torch's (checkpointed) global one, so 1 + 2 epochs end where
+    3 straight epochs do."""
+    opts = {**SMALL, "labels": 50, "cluster_heads": True, "z_dim": 2, "input_noise": 0.2}
 
     def run(out, epochs, seed=0, resume=False):
         model, guide, _ = ppvae.build("aae-categorical", digits.x_dim, opts, seed=seed)
@@ -409,14 +431,14 @@ def test_the_experiments_dropout_and_style_size_reach_the_model(tmp_path):
 
     out = tmp_path / "runs"
     assert experiment(["--dataset", "digits", "--hidden", "16", "--only", "cluster-16", "--out", str(out), "--epochs", "1",
-                       "--dropout", "0.3", "--z-dim", "3"]) == 0
+                       "--dropout", "0.3", "--z-dim", "3", "--input-noise", "0.25"]) == 0
     ckpt = torch.load(out / "cluster-16" / "last.pt", weights_only=False)
     opts = ckpt["meta"]["model_options"]
-    assert (opts["dropout"], opts["z_dim"]) == (0.3, 3)
+    assert (opts["dropout"], opts["z_dim"], opts["input_noise"]) == (0.3, 3, 0.25)
     model, guide, _ = ppvae.build("aae-categorical", 64, opts)
     assert sum(isinstance(m, nn.Dropout) for m in [*model.modules(), *guide.modules()]) == 2
-    assert guide.net[-1].out_features == 16 + 3
+    assert guide.net[-1].out_features == 16 + 3 and guide.noise.std == 0.25
     settings = json.loads((out / "cluster-16" / "result.json").read_text())["settings"]
-    assert (settings["dropout"], settings["z_dim"]) == (0.3, 3)
+    assert (settings["dropout"], settings["z_dim"], settings["input_noise"]) == (0.3, 3, 0.25)
     with pytest.raises(ConfigError, match="dropout"):
         ppvae.build("aae-categorical", 64, {"dropout": -0.5})

@@ -61,8 +61,9 @@ PAPER = {"semi-100": 1.90, "semi-1000": 1.60, "semi-all": 0.85, "cluster-16": 9.
 
 
 def options_for(name: str, hidden: tuple[int, ...], likelihood: str, dropout: float = 0.0,
-                z_dim: int | None = None, labelled_reconstruction: bool = False) -> tuple[str, dict]:
-    """The run's model options; ``dropout`` and ``z_dim`` (the style size) apply to the categorical
+                z_dim: int | None = None, labelled_reconstruction: bool = False,
+                input_noise: float = 0.0) -> tuple[str, dict]:
+    """The run's model options; ``dropout``, ``input_noise`` and ``z_dim`` (the style size) apply to the categorical
     AAEs with a free style (not the 2-D cluster-head model), ``labelled_reconstruction`` to the
     semi-supervised ones; each is left out when not set, so
     earlier runs' options, and so their folders, are unchanged."""
@@ -74,6 +75,7 @@ def options_for(name: str, hidden: tuple[int, ...], likelihood: str, dropout: fl
         opts["hidden"] = list(hidden)
     if kind in ("semi", "cluster"):
         opts.update({"dropout": dropout} if dropout else {})
+        opts.update({"input_noise": input_noise} if input_noise else {})
         opts.update({"z_dim": z_dim} if z_dim is not None else {})
     if kind == "semi" and labelled_reconstruction:
         opts["labelled_reconstruction"] = True
@@ -83,9 +85,9 @@ def options_for(name: str, hidden: tuple[int, ...], likelihood: str, dropout: fl
 def train(name: str, data, *, epochs: int, hidden: tuple[int, ...], out: Path, seed: int, lr: float,
           betas: tuple[float, float], batch_size: int, progress: bool, supervised_lr: float | None = None,
           lr_schedule: str = "constant", lr_gamma: float = 0.99, dropout: float = 0.0, z_dim: int | None = None,
-          labelled_reconstruction: bool = False):
+          labelled_reconstruction: bool = False, input_noise: float = 0.0):
     """Train (or resume, or just load when done) one model in ``out/name``; returns (model, guide, history)."""
-    family, opts = options_for(name, hidden, data.likelihood, dropout, z_dim, labelled_reconstruction)
+    family, opts = options_for(name, hidden, data.likelihood, dropout, z_dim, labelled_reconstruction, input_noise)
     model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
     folder = out / name
     resume = (folder / "last.pt").exists()
@@ -265,6 +267,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout after each hidden layer of the categorical AAEs' encoder and decoder (training only)")
+    p.add_argument("--input-noise", type=float, default=0.0,
+                   help="std of Gaussian noise on the categorical AAEs' encoder input (training only; the ladder "
+                        "networks' 0.3): regularizes the classifier on a small labelled subset")
     p.add_argument("--z-dim", type=int, default=None,
                    help="style size of the semi-supervised and clustering AAEs [10]; a smaller one leaves the class "
                         "fewer dimensions to hide in")
@@ -299,10 +304,11 @@ def main(argv=None) -> int:
                                       seed=args.seed, lr=args.lr, betas=(args.beta1, 0.999), batch_size=args.batch_size,
                                       progress=args.progress, supervised_lr=args.supervised_lr,
                                       lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma, dropout=args.dropout,
-                                      z_dim=args.z_dim, labelled_reconstruction=args.labelled_reconstruction)
+                                      z_dim=args.z_dim, labelled_reconstruction=args.labelled_reconstruction,
+                                      input_noise=args.input_noise)
         if RUNS[name][2] in ("semi", "cluster", "heads"):
             settings = {k: getattr(args, k) for k in ("lr", "lr_schedule", "lr_gamma", "beta1", "supervised_lr", "batch_size", "seed", "hidden",
-                                                      "dropout", "z_dim", "labelled_reconstruction")}
+                                                      "dropout", "input_noise", "z_dim", "labelled_reconstruction")}
             r = evaluate(name, model, guide, data, history, out / name, up, settings)
             paper = f" (paper {PAPER[name]:.2f}%)" if name in PAPER else ""
             print(f"{name}: test error {100 * r['error']:.2f}%{paper} after {r['epochs']} epochs, {r['wall_s']:.0f} s", flush=True)
