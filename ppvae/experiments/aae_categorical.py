@@ -312,7 +312,9 @@ def main(argv=None) -> int:
             r = evaluate(name, model, guide, data, history, out / name, up, settings)
             paper = f" (paper {PAPER[name]:.2f}%)" if name in PAPER else ""
             print(f"{name}: test error {100 * r['error']:.2f}%{paper} after {r['epochs']} epochs, {r['wall_s']:.0f} s", flush=True)
-            print("wrote " + ", ".join(str(p) for p in write_tables(out, Path(args.results) if args.results else None)), flush=True)
+            tables = write_tables(out, Path(args.results) if args.results else None)
+            if tables:  # only with --results
+                print("wrote " + ", ".join(map(str, tables)), flush=True)
         if RUNS[name][2] in ("heads", "vae", "aae"):
             panels[name] = embedding_panel(name, model, guide, data)
         print(f"{name}: {time.perf_counter() - t0:.0f} s this session", flush=True)
