@@ -81,7 +81,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "tanh", dro
 
 class GaussianNoise(nn.Module):
     """x + N(0, std^2 I) in ``train()`` mode, x itself in ``eval()`` mode: the input-noise
-    regularizer of the ladder networks (Rasmus et al. 2015, std 0.3 on MNIST), which keeps a
+    regularizer of the ladder networks (Rasmus et al. 2015, std 0.3 on MNIST), meant to keep a
     classifier trained on a few labelled examples from memorizing their exact pixels. Like
     ``nn.Dropout`` it draws from torch's global generator, which ``ppvae.fit`` checkpoints."""
 
