@@ -60,34 +60,34 @@ RUNS: dict[str, tuple[str, dict, str]] = {
 PAPER = {"semi-100": 1.90, "semi-1000": 1.60, "semi-all": 0.85, "cluster-16": 9.55, "cluster-30": 4.10}
 
 
-def options_for(name: str, hidden: tuple[int, ...], likelihood: str, dropout: float = 0.0,
-                z_dim: int | None = None, labelled_reconstruction: bool = False,
-                input_noise: float = 0.0) -> tuple[str, dict]:
-    """The run's model options; ``dropout``, ``input_noise`` and ``z_dim`` (the style size) apply to the categorical
-    AAEs with a free style (not the 2-D cluster-head model), ``labelled_reconstruction`` to the
-    semi-supervised ones; each is left out when not set, so
-    earlier runs' options, and so their folders, are unchanged."""
+# Model options the command line sets, with their defaults: the first three for the categorical
+# AAEs with a free style (not the 2-D cluster-head model), the last for the semi-supervised ones.
+# An option at its default is left out of the model options, so earlier runs' options, and so
+# their folders, are unchanged.
+STYLE_OPTIONS = {"dropout": 0.0, "input_noise": 0.0, "z_dim": None}
+SEMI_OPTIONS = {"labelled_reconstruction": False}
+
+
+def options_for(name: str, hidden: tuple[int, ...], likelihood: str, extra: dict | None = None) -> tuple[str, dict]:
+    """The run's family and model options; ``extra`` holds the values of STYLE_OPTIONS and
+    SEMI_OPTIONS, each applied where it means something and left out at its default."""
     family, options, kind = RUNS[name]
     opts = {**options, "likelihood": likelihood}
     if family == "vae":
         opts.update(hidden=[list(hidden)], activation="relu")
     else:
         opts["hidden"] = list(hidden)
-    if kind in ("semi", "cluster"):
-        opts.update({"dropout": dropout} if dropout else {})
-        opts.update({"input_noise": input_noise} if input_noise else {})
-        opts.update({"z_dim": z_dim} if z_dim is not None else {})
-    if kind == "semi" and labelled_reconstruction:
-        opts["labelled_reconstruction"] = True
+    applies = {**STYLE_OPTIONS, **(SEMI_OPTIONS if kind == "semi" else {})} if kind in ("semi", "cluster") else {}
+    opts.update({k: v for k, v in (extra or {}).items() if k in applies and v != applies[k]})
     return family, opts
 
 
 def train(name: str, data, *, epochs: int, hidden: tuple[int, ...], out: Path, seed: int, lr: float,
           betas: tuple[float, float], batch_size: int, progress: bool, supervised_lr: float | None = None,
-          lr_schedule: str = "constant", lr_gamma: float = 0.99, dropout: float = 0.0, z_dim: int | None = None,
-          labelled_reconstruction: bool = False, input_noise: float = 0.0):
-    """Train (or resume, or just load when done) one model in ``out/name``; returns (model, guide, history)."""
-    family, opts = options_for(name, hidden, data.likelihood, dropout, z_dim, labelled_reconstruction, input_noise)
+          lr_schedule: str = "constant", lr_gamma: float = 0.99, extra: dict | None = None):
+    """Train (or resume, or just load when done) one model in ``out/name``; returns (model, guide,
+    history). ``extra``: the model options of :func:`options_for`."""
+    family, opts = options_for(name, hidden, data.likelihood, extra)
     model, guide, _ = ppvae.build(family, data.x_dim, opts, seed=seed)
     folder = out / name
     resume = (folder / "last.pt").exists()
@@ -296,6 +296,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown runs {sorted(unknown)}; known: {', '.join(RUNS)}")
     data = ppvae.load_dataset(args.dataset, args.data_root, limit=args.limit)
     names = args.only.split(",") if args.only else list(RUNS)
+    extra = {k: getattr(args, k) for k in (*STYLE_OPTIONS, *SEMI_OPTIONS)}
     up = max(1, 28 // max(data.image_shape))
     panels = {}
     for name in names:
@@ -303,12 +304,10 @@ def main(argv=None) -> int:
         model, guide, history = train(name, data, epochs=per_run.get(name, args.epochs), hidden=hidden, out=out,
                                       seed=args.seed, lr=args.lr, betas=(args.beta1, 0.999), batch_size=args.batch_size,
                                       progress=args.progress, supervised_lr=args.supervised_lr,
-                                      lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma, dropout=args.dropout,
-                                      z_dim=args.z_dim, labelled_reconstruction=args.labelled_reconstruction,
-                                      input_noise=args.input_noise)
+                                      lr_schedule=args.lr_schedule, lr_gamma=args.lr_gamma, extra=extra)
         if RUNS[name][2] in ("semi", "cluster", "heads"):
-            settings = {k: getattr(args, k) for k in ("lr", "lr_schedule", "lr_gamma", "beta1", "supervised_lr", "batch_size", "seed", "hidden",
-                                                      "dropout", "input_noise", "z_dim", "labelled_reconstruction")}
+            settings = {**{k: getattr(args, k) for k in ("lr", "lr_schedule", "lr_gamma", "beta1", "supervised_lr",
+                                                         "batch_size", "seed", "hidden")}, **extra}
             r = evaluate(name, model, guide, data, history, out / name, up, settings)
             paper = f" (paper {PAPER[name]:.2f}%)" if name in PAPER else ""
             print(f"{name}: test error {100 * r['error']:.2f}%{paper} after {r['epochs']} epochs, {r['wall_s']:.0f} s", flush=True)
